@@ -1,0 +1,190 @@
+"""Feedback rules: how the backward-pass matrix V is made from the forward weights W.
+
+Liao, Leibo & Poggio, "How Important is Weight Symmetry in Backpropagation?" (AAAI 2016)
+replace W by a feedback matrix V in the backward pass, so a layer with forward output
+``y = x W`` sends ``dE/dx = dE/dy V^T`` to the layer below. Their rules, with
+``M ~ U[0, 1)`` elementwise magnitudes and ``S_p`` elementwise signs that are -1 with
+probability p and +1 otherwise:
+
+==========  ==========================  =====================================
+rule        V                           randomness
+==========  ==========================  =====================================
+symmetric   W                           none (ordinary backpropagation)
+uSF         sign(W)                     none, follows W every step
+NuSF        sign(W) / fan_in            none, follows W every step
+brSF        M * sign(W)                 M redrawn every step (needs a key)
+frSF        M * sign(W)                 M drawn once (state)
+brSF-p      M * S_p * sign(W)           M and S_p redrawn every step
+frSF-p      M * S_p * sign(W)           M and S_p drawn once (state)
+RndF        N(0, sigma^2)               drawn once (state), sigma = 0.05
+==========  ==========================  =====================================
+
+``sign(0) = +1``, because the paper defines sign with the values -1 and +1 only. For frSF and
+frSF-p the state holds the fixed multiplier ``M * S_p`` and V follows the current sign of W,
+so V keeps agreeing in sign with W as W changes sign during training.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+RULE_NAMES = ("symmetric", "usf", "nusf", "brsf", "frsf", "brsf_p", "frsf_p", "rndf")
+
+_LABELS = {
+    "symmetric": "symmetric",
+    "usf": "uSF",
+    "nusf": "NuSF",
+    "brsf": "brSF",
+    "frsf": "frSF",
+    "brsf_p": "brSF-p",
+    "frsf_p": "frSF-p",
+    "rndf": "RndF",
+}
+_PER_STEP_RULES = ("brsf", "brsf_p")
+_STATEFUL_RULES = ("frsf", "frsf_p", "rndf")
+_FLIP_RULES = ("brsf_p", "frsf_p")
+
+DEFAULT_SIGMA = 0.05
+
+
+def sign(x: jax.Array) -> jax.Array:
+    """Return +1 where ``x >= 0`` and -1 elsewhere, in the dtype of ``x``.
+
+    Unlike ``jnp.sign`` this never returns 0: ``sign(0) = +1``, so every feedback entry has
+    a sign. NaN entries map to -1.
+    """
+    return jnp.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+def fan_in(kernel_shape: tuple[int, ...]) -> int:
+    """Return the fan-in of a dense ``(in, out)`` or convolution ``HWIO`` kernel shape."""
+    return math.prod(kernel_shape[:-1])
+
+
+def _magnitudes_and_flips(rule: "FeedbackRule", key: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Draw ``M`` (times ``S_p`` for the ``*_p`` rules) with the shape and dtype of kernel."""
+    magnitude_key, flip_key = jax.random.split(key)
+    m = jax.random.uniform(magnitude_key, kernel.shape, kernel.dtype)
+    if rule.name in _FLIP_RULES:
+        flips = jax.random.bernoulli(flip_key, rule.flip_prob, kernel.shape)
+        m = jnp.where(flips, -m, m)
+    return m
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackRule:
+    """A feedback rule; hashable, so it can be a static argument of jitted functions.
+
+    Attributes:
+      name: one of ``RULE_NAMES``.
+      flip_prob: p, the probability that a feedback sign disagrees with the forward sign.
+        Only ``brsf_p`` and ``frsf_p`` accept a non-zero value.
+      sigma: standard deviation of the RndF feedback entries; the other rules ignore it.
+    """
+
+    name: str
+    flip_prob: float = 0.0
+    sigma: float = DEFAULT_SIGMA
+
+    def __post_init__(self):
+        if self.name not in RULE_NAMES:
+            raise ValueError(
+                f"Unknown feedback rule {self.name!r}; valid choices: {', '.join(RULE_NAMES)}."
+            )
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob!r}.")
+        if self.flip_prob != 0.0 and self.name not in _FLIP_RULES:
+            raise ValueError(
+                f"flip_prob={self.flip_prob!r} is only valid for the rules "
+                f"{', '.join(_FLIP_RULES)}, not {self.name!r}."
+            )
+        if not self.sigma > 0.0:
+            raise ValueError(f"sigma must be > 0, got {self.sigma!r}.")
+
+    @property
+    def redraws_per_step(self) -> bool:
+        """Whether V is redrawn every step, so ``matrix`` needs a fresh key each step."""
+        return self.name in _PER_STEP_RULES
+
+    @property
+    def has_state(self) -> bool:
+        """Whether the rule keeps a state drawn once by ``init_state``."""
+        return self.name in _STATEFUL_RULES
+
+    @property
+    def label(self) -> str:
+        """The paper's name of the rule, e.g. ``uSF`` or ``brSF-p0.25``."""
+        if self.name in _FLIP_RULES:
+            return f"{_LABELS[self.name]}{self.flip_prob:g}"
+        return _LABELS[self.name]
+
+    def init_state(self, key: jax.Array, kernel: jax.Array) -> jax.Array | None:
+        """Draw the fixed feedback state of a layer.
+
+        Args:
+          key: PRNG key.
+          kernel: the forward kernel; only its shape and dtype are used.
+
+        Returns:
+          The multiplier ``M * S_p`` for frSF-p (``M`` for frSF) or the feedback matrix V
+          itself for RndF, with the shape and dtype of ``kernel``. ``None`` for rules without
+          state.
+        """
+        if self.name in ("frsf", "frsf_p"):
+            return _magnitudes_and_flips(self, key, kernel)
+        if self.name == "rndf":
+            return self.sigma * jax.random.normal(key, kernel.shape, kernel.dtype)
+        return None
+
+    def matrix(
+        self, kernel: jax.Array, state: jax.Array | None = None, key: jax.Array | None = None
+    ) -> jax.Array:
+        """Build the feedback matrix V for ``kernel``.
+
+        Args:
+          kernel: the forward kernel W, dense ``(in, out)`` or convolution ``HWIO``.
+          state: the output of ``init_state`` for rules with state, else ignored.
+          key: a PRNG key for rules that redraw every step, else ignored.
+
+        Returns:
+          V with the shape and dtype of ``kernel``.
+
+        Raises:
+          ValueError: if the rule needs a state or key and it is ``None``.
+        """
+        if self.has_state and state is None:
+            raise ValueError(f"Feedback rule {self.label} needs its state, got None.")
+        if self.redraws_per_step and key is None:
+            raise ValueError(
+                f"Feedback rule {self.label} redraws V every step and needs a PRNG key, got "
+                "None. In a flax module, pass rngs={'feedback': key} to apply."
+            )
+        if self.name == "symmetric":
+            return kernel
+        if self.name == "rndf":
+            return state.astype(kernel.dtype)
+        signs = sign(kernel)
+        if self.name == "usf":
+            return signs
+        if self.name == "nusf":
+            return signs / fan_in(kernel.shape)
+        if self.redraws_per_step:
+            return _magnitudes_and_flips(self, key, kernel) * signs
+        return state.astype(kernel.dtype) * signs
+
+
+def get_rule(name: str, *, flip_prob: float = 0.0, sigma: float = DEFAULT_SIGMA) -> FeedbackRule:
+    """Return the feedback rule ``name`` (one of ``RULE_NAMES``).
+
+    Args:
+      name: rule name, e.g. ``"usf"`` or ``"brsf_p"``.
+      flip_prob: p, the sign-flip probability of ``brsf_p`` and ``frsf_p``.
+      sigma: standard deviation of RndF feedback entries.
+
+    Raises:
+      ValueError: for an unknown name, ``flip_prob`` outside [0, 1] or given to a rule
+        without sign flips, or ``sigma <= 0``.
+    """
+    return FeedbackRule(name=name, flip_prob=float(flip_prob), sigma=float(sigma))
