@@ -17,8 +17,8 @@ The rules are optax chains. ``scale_by_update_rule`` builds ``-tau`` (optax's si
 the learning-rate scaling flips it), ``signed_trace`` is the one piece optax lacks (setting 2),
 and ``update_rule`` / ``batch_manhattan`` are the full optimizers. Their learning rate is a
 traced value in the optimizer state (``optax.inject_hyperparams``), so one compiled step serves
-every rate of a sweep; ``set_learning_rate`` and ``init_sweep_state`` build states for given
-rates without retracing. ``paper_schedule_factor`` is the paper's step schedule and ``freeze``
+every rate of a sweep. ``set_learning_rate`` and ``init_sweep_state`` build states for given
+rates without retracing. ``paper_schedule_factor`` is the paper's step schedule, and ``freeze``
 gives zero updates, and no optimizer state, to frozen parameters.
 
 Choices the paper leaves open, each a parameter:
@@ -42,7 +42,6 @@ import numpy as np
 import optax
 
 SETTINGS = (0, 1, 2, 3)
-SETTING_NAMES = {0: "SGD", 1: "BM", 2: "BM2", 3: "BM3"}
 DEFAULT_MOMENTUM = 0.9
 # Not given in the paper: MatConvNet's cnn_train default of 2014-2015.
 DEFAULT_WEIGHT_DECAY = 5e-4
@@ -138,7 +137,7 @@ def signed_trace(decay: float, sign_of_zero: float = 0.0) -> optax.GradientTrans
     """Take the sign of a momentum trace and carry that sign as the next trace.
 
     ``trace(t) = sign(u(t) + decay * trace(t-1))``; the output is ``trace(t)``. This is the
-    momentum of Batch Manhattan setting 2, whose buffer holds the signed update (``optax.trace``
+    momentum of Batch Manhattan setting 2, whose buffer stores the signed update (``optax.trace``
     followed by a sign would carry the unsigned sum instead, which is setting 3).
 
     Args:
@@ -172,7 +171,7 @@ def signed_trace(decay: float, sign_of_zero: float = 0.0) -> optax.GradientTrans
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def kernel_mask(params: optax.Params) -> Any:
+def weight_decay_mask(params: optax.Params) -> Any:
     """Return a tree of bools that is True only for leaves named ``kernel``.
 
     This is the default weight-decay mask: flax ``Dense``/``Conv`` weights are named ``kernel``,
@@ -187,6 +186,10 @@ def kernel_mask(params: optax.Params) -> Any:
         return name == "kernel"
 
     return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+# The optimizers' `weight_decay_mask` argument shadows the function inside them.
+_default_weight_decay_mask = weight_decay_mask
 
 
 def scale_by_update_rule(
@@ -212,7 +215,7 @@ def scale_by_update_rule(
       momentum: ``m``, in [0, 1).
       weight_decay: ``d``, >= 0.
       weight_decay_mask: tree of bools (or a function of the params returning one) that is True
-        for the leaves to decay; None means ``kernel_mask``, i.e. weights only.
+        for the leaves to decay; None means the function ``weight_decay_mask``: kernels only.
       sign_of_zero: the paper's ``sign(0)``, for both the gradient sign and the final sign of
         settings 2 and 3: -1.0, 0.0 (default, as ``jnp.sign``) or 1.0.
 
@@ -224,7 +227,7 @@ def scale_by_update_rule(
         decay or a ``sign_of_zero`` other than -1, 0 or 1.
     """
     _check_hyperparameters(setting, momentum, weight_decay, sign_of_zero)
-    mask = kernel_mask if weight_decay_mask is None else weight_decay_mask
+    mask = _default_weight_decay_mask if weight_decay_mask is None else weight_decay_mask
     decay = optax.add_decayed_weights(weight_decay, mask=mask)
     if setting == 0:
         return optax.chain(decay, optax.trace(momentum))
@@ -286,7 +289,7 @@ def update_rule(
     * setting 3: :math:`\tau(t) = \mathrm{sign}(\kappa(t))`,
       :math:`\kappa(t) = -\mathrm{sign}(g) + m \kappa(t-1) - d w`
 
-    ``lr`` and ``f(t)`` multiply the whole of ``tau``, so the momentum buffer holds ``tau``
+    ``lr`` and ``f(t)`` multiply the whole of ``tau``, so the momentum buffer stores ``tau``
     (``kappa`` for setting 3) unscaled and a schedule step does not rescale it.
 
     The result is wrapped in ``optax.inject_hyperparams``: ``learning_rate``, ``momentum`` and
@@ -307,8 +310,8 @@ def update_rule(
       momentum: ``m``, in [0, 1); the paper uses 0.9.
       weight_decay: ``d``, >= 0. The paper gives no value; 5e-4 is MatConvNet's default.
       weight_decay_mask: tree of bools (or a function of the params returning one) that is True
-        for the leaves to decay; None means ``kernel_mask``: weights only, not biases or
-        batch-norm parameters.
+        for the leaves to decay; None means the function ``weight_decay_mask``: kernels only,
+        not biases or batch-norm parameters.
       sign_of_zero: the paper's ``sign(0)`` for the gradient sign and the final sign of
         settings 2 and 3: -1.0, 0.0 (default, as ``jnp.sign``) or 1.0. Unused by setting 0.
       schedule: optional function of the step count (0 for the first update) returning the
@@ -369,7 +372,7 @@ def batch_manhattan(
       setting: 1 (default), 2 or 3.
       momentum: ``m``, in [0, 1).
       weight_decay: ``d``, >= 0; 5e-4 by default.
-      weight_decay_mask: leaves to decay; None means ``kernel_mask`` (weights only).
+      weight_decay_mask: leaves to decay; None means kernels only (``weight_decay_mask``).
       sign_of_zero: the paper's ``sign(0)``: -1.0, 0.0 (default) or 1.0.
       schedule: optional function of the step count returning a learning-rate factor.
 
@@ -410,7 +413,7 @@ def set_learning_rate(opt_state: optax.OptState, learning_rate: Any) -> optax.Op
     ``jax.vmap``).
 
     Raises:
-      ValueError: if ``opt_state`` holds no learning rate.
+      ValueError: if ``opt_state`` contains no injected learning rate.
     """
     found = []
 
@@ -425,8 +428,8 @@ def set_learning_rate(opt_state: optax.OptState, learning_rate: Any) -> optax.Op
     new_state = jax.tree.map(replace, opt_state, is_leaf=_is_inject_state)
     if not found:
         raise ValueError(
-            "opt_state holds no injected learning_rate; build the optimizer with update_rule "
-            "or batch_manhattan."
+            "No injected learning_rate found in opt_state; build the optimizer with "
+            "update_rule or batch_manhattan."
         )
     return new_state
 
@@ -435,14 +438,14 @@ def get_learning_rate(opt_state: optax.OptState) -> jax.Array:
     """Return the learning rate held in ``opt_state`` (the first one found).
 
     Raises:
-      ValueError: if ``opt_state`` holds no learning rate.
+      ValueError: if ``opt_state`` contains no injected learning rate.
     """
     nodes = jax.tree.leaves(opt_state, is_leaf=_is_inject_state)
     for node in nodes:
         if _is_inject_state(node) and "learning_rate" in node.hyperparams:
             return node.hyperparams["learning_rate"]
     raise ValueError(
-        "opt_state holds no injected learning_rate; build the optimizer with update_rule "
+        "No injected learning_rate found in opt_state; build the optimizer with update_rule "
         "or batch_manhattan."
     )
 
@@ -508,7 +511,7 @@ def paper_schedule_factor(
     """Build the paper's step schedule: the learning-rate factor of each update step.
 
     The factor is ``factors[0]`` for epochs 1 to ``boundaries[0]``, ``factors[1]`` up to
-    ``boundaries[1]``, and so on; the paper's default is 1 for epochs 1-50, 0.1 for 51-60 and
+    ``boundaries[1]``, and so on. The paper's default is 1 for epochs 1-50, 0.1 for 51-60 and
     0.01 for 61-65. Steps count from 0, so with ``k`` steps per epoch, step ``50 k - 1`` is the
     last one at factor 1 and step ``50 k`` the first at 0.1.
 
