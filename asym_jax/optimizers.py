@@ -24,10 +24,10 @@ gives zero updates, and no optimizer state, to frozen parameters.
 Choices the paper leaves open, each a parameter:
 
 * ``sign(0)``: the paper says sign takes the values -1 or 1 but never says which one a zero
-  gets. The default ``sign_of_zero=0.0`` follows ``jnp.sign`` and MATLAB's ``sign``: a zero
-  gradient component gives no push, and a zero final accumulator (settings 2 and 3) gives no
-  step. With +1 or -1, a parameter whose gradient is always zero (the bias of a dead ReLU
-  unit) would drift by the learning rate every step.
+  gets. The default ``sign_of_zero=0.0`` follows ``jnp.sign`` (and ``optax.scale_by_sign``): a
+  zero gradient component gives no push, and a zero final accumulator (settings 2 and 3) gives no
+  step. With +1 or -1, a parameter whose gradient stays zero (the bias of a dead ReLU unit)
+  would drift every step, by up to ``lr / (1 - m)`` in setting 1.
 * weight decay: the paper gives no rate, so the default is MatConvNet's 5e-4, applied only to
   leaves named ``kernel`` (not to biases or batch-norm parameters; feedback matrices are not
   parameters at all).
@@ -43,7 +43,8 @@ import optax
 
 SETTINGS = (0, 1, 2, 3)
 DEFAULT_MOMENTUM = 0.9
-# Not given in the paper: MatConvNet's cnn_train default of 2014-2015.
+# The paper gives no rate. 5e-4 is the default of MatConvNet's cnn_train of 2014-2015, the
+# software the paper's MNIST and CIFAR networks appear to come from.
 DEFAULT_WEIGHT_DECAY = 5e-4
 PAPER_BASE_LEARNING_RATE = 5e-4
 PAPER_LR_MULTIPLIERS = (100.0, 10.0, 1.0, 0.1, 0.01)
@@ -435,7 +436,7 @@ def set_learning_rate(opt_state: optax.OptState, learning_rate: Any) -> optax.Op
 
 
 def get_learning_rate(opt_state: optax.OptState) -> jax.Array:
-    """Return the learning rate held in ``opt_state`` (the first one found).
+    """Return the learning rate stored in ``opt_state`` (the first one found).
 
     Raises:
       ValueError: if ``opt_state`` contains no injected learning rate.
@@ -593,11 +594,16 @@ def freeze(
       An ``optax.GradientTransformationExtraArgs`` (an ``optax.multi_transform``).
     """
 
-    def labels_of(frozen_tree):
-        return jax.tree.map(lambda is_frozen: "frozen" if is_frozen else "trainable", frozen_tree)
+    def param_labels(params):
+        frozen_tree = frozen(params) if callable(frozen) else frozen
+        # Label every leaf, not a prefix: tx then sees optax.MaskedNode exactly at the frozen
+        # leaves, so a full-tree mask inside tx (e.g. weight_decay_mask) still matches.
+        return jax.tree.map(
+            lambda is_frozen, subtree: jax.tree.map(
+                lambda _: "frozen" if is_frozen else "trainable", subtree
+            ),
+            frozen_tree,
+            params,
+        )
 
-    if callable(frozen):
-        param_labels = lambda params: labels_of(frozen(params))
-    else:
-        param_labels = labels_of(frozen)
     return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, param_labels)

@@ -613,6 +613,30 @@ def test_frozen_leaves_do_not_move(setting, frozen):
     assert trace["top"]["kernel"].shape == (2, 2)
 
 
+@pytest.mark.parametrize(
+    "frozen",
+    ({"bottom": True, "top": False}, lambda params: {"bottom": True, "top": False}),
+    ids=("prefix", "callable"),
+)
+def test_freeze_with_full_tree_decay_mask(frozen):
+    # The engine passes weight_decay_mask(params) as a full tree of bools; it must still match
+    # what freeze() hands the inner optimizer. Zero gradients, m = 0, d = 1/2, lr = 1/4: the top
+    # kernel moves by lr * (-d w) = -1/4, the top bias and the frozen bottom not at all.
+    params, _ = _freeze_problem()
+    decay_mask = optimizers.weight_decay_mask(jax.eval_shape(lambda: params))
+    inner = optimizers.update_rule(
+        0, 0.25, momentum=0.0, weight_decay=0.5, weight_decay_mask=decay_mask
+    )
+    tx = optimizers.freeze(inner, frozen)
+
+    ((params_after, _),) = _run(tx, params, [jax.tree.map(jnp.zeros_like, params)])
+
+    np.testing.assert_array_equal(params_after["top"]["kernel"], np.full((2, 2), 1.75))
+    np.testing.assert_array_equal(params_after["top"]["bias"], params["top"]["bias"])
+    np.testing.assert_array_equal(params_after["bottom"]["kernel"], params["bottom"]["kernel"])
+    np.testing.assert_array_equal(params_after["bottom"]["bias"], params["bottom"]["bias"])
+
+
 # Composition with other optax transforms.
 
 
