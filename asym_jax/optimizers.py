@@ -18,8 +18,9 @@ the learning-rate scaling flips it), ``signed_trace`` is the one piece optax lac
 and ``update_rule`` / ``batch_manhattan`` are the full optimizers. Their learning rate is a
 traced value in the optimizer state (``optax.inject_hyperparams``), so one compiled step serves
 every rate of a sweep. ``set_learning_rate`` and ``init_sweep_state`` build states for given
-rates without retracing. ``paper_schedule_factor`` is the paper's step schedule, and ``freeze``
-gives zero updates, and no optimizer state, to frozen parameters.
+rates without retracing. ``paper_schedule_factor`` and ``epoch_schedule_factor`` are the
+paper's learning-rate schedule per step and per epoch, and ``freeze`` gives zero updates, and no
+optimizer state, to frozen parameters.
 
 Choices the paper leaves open, each a parameter:
 
@@ -504,6 +505,44 @@ def sweep_learning_rates(
     return np.asarray([base_learning_rate * x for x in multipliers], dtype=np.float32)
 
 
+def _check_schedule(boundaries: Sequence[int], factors: Sequence[float]) -> None:
+    if any(int(b) != b or b < 1 for b in boundaries) or any(
+        b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:], strict=False)
+    ):
+        raise ValueError(
+            f"boundaries must be strictly increasing epoch numbers >= 1, got {boundaries!r}."
+        )
+    if len(factors) != len(boundaries) + 1 or not all(x > 0 for x in factors):
+        raise ValueError(
+            f"factors must be {len(boundaries) + 1} positive values (one more than the "
+            f"boundaries {boundaries!r}), got {factors!r}."
+        )
+
+
+def epoch_schedule_factor(
+    epoch: Any,
+    boundaries: Sequence[int] = PAPER_LR_BOUNDARIES,
+    factors: Sequence[float] = PAPER_LR_FACTORS,
+) -> jax.Array:
+    """Return the learning-rate factor of a 1-based ``epoch`` (an int or a traced int array).
+
+    The factor is ``factors[0]`` for epochs 1 to ``boundaries[0]``, ``factors[1]`` up to
+    ``boundaries[1]``, and so on. The paper's default is 1 for epochs 1-50, 0.1 for 51-60 and
+    0.01 for 61-65. Use it where the caller counts epochs, e.g. to set the rate once per epoch
+    with ``set_learning_rate(opt_state, base_rate * epoch_schedule_factor(epoch))``, which works
+    whatever the batch size of each epoch.
+
+    Raises:
+      ValueError: for boundaries that are not increasing positive integers, or a wrong number
+        of factors or a non-positive factor.
+    """
+    boundaries = tuple(boundaries)
+    factors = tuple(float(x) for x in factors)
+    _check_schedule(boundaries, factors)
+    passed = jnp.sum(jnp.asarray(epoch)[..., None] > jnp.asarray(boundaries, jnp.int32), axis=-1)
+    return jnp.asarray(factors, jnp.float32)[passed]
+
+
 def paper_schedule_factor(
     steps_per_epoch: int | Sequence[int],
     boundaries: Sequence[int] = PAPER_LR_BOUNDARIES,
@@ -511,15 +550,14 @@ def paper_schedule_factor(
 ) -> Callable[[jax.Array], jax.Array]:
     """Build the paper's step schedule: the learning-rate factor of each update step.
 
-    The factor is ``factors[0]`` for epochs 1 to ``boundaries[0]``, ``factors[1]`` up to
-    ``boundaries[1]``, and so on. The paper's default is 1 for epochs 1-50, 0.1 for 51-60 and
-    0.01 for 61-65. Steps count from 0, so with ``k`` steps per epoch, step ``50 k - 1`` is the
-    last one at factor 1 and step ``50 k`` the first at 0.1.
+    The factor of a step is ``epoch_schedule_factor`` of its epoch: by default 1 for epochs
+    1-50, 0.1 for 51-60 and 0.01 for 61-65. Steps count from 0, so with ``k`` steps per epoch,
+    step ``50 k - 1`` is the last one at factor 1 and step ``50 k`` the first at 0.1.
 
     When the batch size changes during a run (the paper's uSF+BM procedure: batch 100 for 3
-    epochs, then 500), pass the number of steps of each epoch instead of one number; the epoch
-    boundaries then fall at the cumulative step counts. The optimizer's own step counter keeps
-    counting across the change, so the schedule needs no epoch argument.
+    epochs, then 500), pass the number of steps of each epoch instead of one number. The epoch
+    boundaries then fall at the cumulative step counts, and the optimizer's own step counter
+    keeps counting across the change, so the schedule needs no epoch argument.
 
     Args:
       steps_per_epoch: update steps per epoch (> 0), or a sequence of the steps of epochs 1, 2,
@@ -538,17 +576,7 @@ def paper_schedule_factor(
     """
     boundaries = tuple(boundaries)
     factors = tuple(float(x) for x in factors)
-    if any(int(b) != b or b < 1 for b in boundaries) or any(
-        b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:], strict=False)
-    ):
-        raise ValueError(
-            f"boundaries must be strictly increasing epoch numbers >= 1, got {boundaries!r}."
-        )
-    if len(factors) != len(boundaries) + 1 or not all(x > 0 for x in factors):
-        raise ValueError(
-            f"factors must be {len(boundaries) + 1} positive values (one more than the "
-            f"boundaries {boundaries!r}), got {factors!r}."
-        )
+    _check_schedule(boundaries, factors)
 
     if isinstance(steps_per_epoch, int | np.integer):
         if steps_per_epoch < 1:
@@ -566,7 +594,8 @@ def paper_schedule_factor(
         cumulative = np.cumsum(epoch_steps)
         step_boundaries = [int(cumulative[b - 1]) for b in boundaries]
 
-    step_boundaries = np.asarray(step_boundaries, dtype=np.int64)
+    # optax counts steps in int32.
+    step_boundaries = np.asarray(step_boundaries, dtype=np.int32)
     factor_table = np.asarray(factors, dtype=np.float32)
 
     def schedule(step):

@@ -348,6 +348,25 @@ def test_paper_schedule_custom_boundaries_and_factors():
     assert factors == [4, 4, 2, 2, 2, 2, 1, 1, 0.5, 0.5]
 
 
+def test_epoch_schedule_factor_at_boundaries():
+    epochs = np.array([1, 50, 51, 60, 61, 65])
+
+    factors = jax.jit(optimizers.epoch_schedule_factor)(epochs)
+
+    np.testing.assert_array_equal(factors, np.float32([1, 1, 0.1, 0.1, 0.01, 0.01]))
+    assert float(optimizers.epoch_schedule_factor(51)) == np.float32(0.1)
+
+
+def test_step_and_epoch_schedules_agree():
+    steps_per_epoch = 3
+    steps = np.arange(65 * steps_per_epoch)
+
+    by_step = optimizers.paper_schedule_factor(steps_per_epoch)(steps)
+    by_epoch = optimizers.epoch_schedule_factor(steps // steps_per_epoch + 1)
+
+    np.testing.assert_array_equal(by_step, by_epoch)
+
+
 @pytest.mark.parametrize("setting", (0, 1))
 def test_schedule_step_keeps_momentum_buffer(setting):
     # g = 1 = sign(g), d = 0, m = 1/2: the buffer -tau is 1, 3/2, 7/4, 15/8 whether or not the
@@ -711,6 +730,10 @@ INVALID_CASES = {
     ),
     "schedule_factors": (
         lambda: optimizers.paper_schedule_factor(10, factors=(1.0, 0.1)),
+        r"3 positive values",
+    ),
+    "epoch_schedule_factors": (
+        lambda: optimizers.epoch_schedule_factor(1, factors=(1.0, 0.1, 0.01, 0.001)),
         r"3 positive values",
     ),
     "sweep_base": (lambda: optimizers.sweep_learning_rates(0.0), "base_learning_rate"),
