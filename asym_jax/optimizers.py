@@ -24,11 +24,12 @@ optimizer state, to frozen parameters.
 
 Choices the paper leaves open, each a parameter:
 
-* ``sign(0)``: the paper says sign takes the values -1 or 1 but never says which one a zero
-  gets. The default ``sign_of_zero=0.0`` follows ``jnp.sign`` (and ``optax.scale_by_sign``): a
-  zero gradient component gives no push, and a zero final accumulator (settings 2 and 3) gives no
-  step. With +1 or -1, a parameter whose gradient stays zero (the bias of a dead ReLU unit)
-  would drift every step, by up to ``lr / (1 - m)`` in setting 1.
+* ``sign(0)``: the paper defines sign with the values -1 and 1 only and does not state the
+  value at zero. The default ``sign_of_zero=0.0`` follows ``jnp.sign`` (and
+  ``optax.scale_by_sign``): a zero gradient component gives no push, and a zero final
+  accumulator (settings 2 and 3) gives no step. With +1 or -1, a parameter whose gradient
+  stays zero (the bias of a dead ReLU unit) would drift every step, by up to ``lr / (1 - m)``
+  in setting 1.
 * weight decay: the paper gives no rate, so the default is MatConvNet's 5e-4, applied only to
   leaves named ``kernel`` (not to biases or batch-norm parameters; feedback matrices are not
   parameters at all).
@@ -625,8 +626,8 @@ def freeze(
 
     def param_labels(params):
         frozen_tree = frozen(params) if callable(frozen) else frozen
-        # Label every leaf, not a prefix: tx then sees optax.MaskedNode exactly at the frozen
-        # leaves, so a full-tree mask inside tx (e.g. weight_decay_mask) still matches.
+        # Label every leaf, not a prefix, so tx receives optax.MaskedNode exactly at the frozen
+        # leaves and a full-tree mask inside tx (e.g. weight_decay_mask) still matches.
         return jax.tree.map(
             lambda is_frozen, subtree: jax.tree.map(
                 lambda _: "frozen" if is_frozen else "trainable", subtree
