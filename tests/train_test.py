@@ -38,7 +38,9 @@ def test_batch_manhattan_step_vmapped_equals_solo_up_to_sign_ties():
     together, _ = step(states, images, labels)
     solo, _ = step(jax.tree.map(lambda a: a[:1], states), images, labels)
 
-    for got, want in zip(jax.tree.leaves(together.params), jax.tree.leaves(solo.params)):
+    for got, want in zip(
+        jax.tree.leaves(together.params), jax.tree.leaves(solo.params), strict=True
+    ):
         difference = np.abs(np.asarray(got[0]) - np.asarray(want[0]))
         flipped = difference > 1e-6
         np.testing.assert_allclose(difference[flipped], 2 * rates[0], rtol=1e-4)
@@ -54,11 +56,15 @@ def test_non_finite_step_freezes_the_run():
     after, loss = step(poisoned, images, labels)
     assert not np.isfinite(np.asarray(loss)[0])
     assert not bool(after.active[0])
-    for before, now in zip(jax.tree.leaves(poisoned.params), jax.tree.leaves(after.params)):
+    for before, now in zip(
+        jax.tree.leaves(poisoned.params), jax.tree.leaves(after.params), strict=True
+    ):
         np.testing.assert_array_equal(before, now)
     # Even a finite batch no longer moves an inactive run.
     again, _ = step(after.replace(params=states.params), images, labels)
-    for before, now in zip(jax.tree.leaves(states.params), jax.tree.leaves(again.params)):
+    for before, now in zip(
+        jax.tree.leaves(states.params), jax.tree.leaves(again.params), strict=True
+    ):
         np.testing.assert_array_equal(before, now)
 
 
