@@ -6,11 +6,24 @@ into a temporary directory and renames it when complete, so a process killed dur
 leaves the previous epoch's checkpoint as the latest readable one.
 """
 
+import contextlib
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Hide orbax's INFO lines (a dozen per save) while keeping its warnings and errors."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(min(verbosity, logging.WARNING))  # absl: lower is quieter.
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 class CheckpointError(RuntimeError):
@@ -23,7 +36,8 @@ class CellCheckpointer:
     def __init__(self, directory: str, *, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with _quiet_orbax():
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_epoch(self) -> int | None:
         """Return the last saved epoch (1-based), or None when there is no checkpoint."""
@@ -34,8 +48,9 @@ class CellCheckpointer:
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)
         )
-        self._manager.save(epoch, args=args)
-        self._manager.wait_until_finished()
+        with _quiet_orbax():
+            self._manager.save(epoch, args=args)
+            self._manager.wait_until_finished()
 
     def restore(self, epoch: int, like_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restore the state and history saved after `epoch`.
@@ -53,7 +68,8 @@ class CellCheckpointer:
             state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
         )
         try:
-            restored = self._manager.restore(epoch, args=args)
+            with _quiet_orbax():
+                restored = self._manager.restore(epoch, args=args)
         except Exception as error:  # orbax raises many types for unreadable data.
             path = os.path.join(self.directory, str(epoch))
             raise CheckpointError(
@@ -64,4 +80,5 @@ class CellCheckpointer:
         return restored["state"], restored["history"]
 
     def close(self) -> None:
-        self._manager.close()
+        with _quiet_orbax():
+            self._manager.close()

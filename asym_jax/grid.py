@@ -152,6 +152,8 @@ def run_grid(
             condition=condition.label,
             epochs=config.epochs,
             init=config.init,
+            experiment=config.experiment,
+            paper_table=config.paper_table,
         )
         write_json_atomically(path, result)
         logging.info(
