@@ -133,3 +133,29 @@ def apply_arguments(config: ml_collections.ConfigDict, arg: str | None) -> None:
     for key in ("condition", "conditions"):
         if key in arguments:
             config.conditions = tuple(arguments[key].split(";"))
+
+
+def paper_conditions(table_file: str) -> tuple[str, ...]:
+    """Return the condition labels of a packaged paper table, in its column order."""
+    from asym_jax import tables
+
+    return tuple(tables.paper_table(table_file).columns)
+
+
+def paper_datasets(table_file: str) -> tuple[str, ...]:
+    """Return the registry names of a paper table's rows, in its row order."""
+    from asym_jax import data, tables
+
+    by_label = {spec.label: name for name, spec in data.DATASETS.items() if name != "mnist5k"}
+    return tuple(by_label[row] for row in tables.paper_table(table_file).rows)
+
+
+def paper_experiment(experiment: str, table_file: str, arg: str | None):
+    """Return the config of a paper experiment: every row and column of its table."""
+    config = base_config()
+    config.experiment = experiment
+    config.paper_table = experiment
+    config.datasets = paper_datasets(table_file)
+    config.conditions = paper_conditions(table_file)
+    apply_arguments(config, arg)
+    return config
