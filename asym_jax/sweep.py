@@ -51,16 +51,6 @@ class RunGrid:
         return self.seeds[run // len(self.multipliers)]
 
 
-def learning_rate_factor(epoch: int, boundaries, factors) -> float:
-    """Return the schedule's factor for a 1-based epoch.
-
-    With boundaries (50, 60) and factors (1, 0.1, 0.01), epochs 1-50 get 1, 51-60 get 0.1 and
-    61 onwards 0.01, as in the paper's schedule.
-    """
-    passed = sum(epoch > boundary for boundary in boundaries)
-    return float(factors[passed])
-
-
 def _feedback_rule(config, condition: Condition) -> feedback.FeedbackRule:
     return feedback.get_rule(
         condition.feedback, flip_prob=condition.flip_prob, sigma=config.rndf_sigma
@@ -90,6 +80,7 @@ def build_model_and_optimizer(config, condition: Condition, dataset: "data.Datas
         momentum=config.momentum,
         weight_decay=config.weight_decay,
         weight_decay_mask=optimizers.weight_decay_mask(params),
+        sign_of_zero=config.sign_of_zero,
     )
     if condition.clamp != "none":
         tx = optimizers.freeze(tx, models.clamp_mask(params, condition.clamp))
@@ -367,7 +358,9 @@ def run_sweep(
                 f"Batch size {batch_size} exceeds the {len(train_labels)} training examples "
                 f"of {dataset.name}; lower config.batch_size."
             )
-        factor = learning_rate_factor(epoch, config.lr_boundaries, config.lr_factors)
+        factor = float(
+            optimizers.epoch_schedule_factor(epoch, config.lr_boundaries, config.lr_factors)
+        )
         rates = placement.runs(jnp.asarray(base_rates * factor, jnp.float32))
         data_key = jax.random.fold_in(data_root, epoch)
         args = (state, rates, images_dev, labels_dev, data_key)

@@ -28,11 +28,6 @@ def _assert_runs_close(actual, expected):
     np.testing.assert_allclose(actual["test_error"], expected["test_error"], atol=0.011)
 
 
-def test_schedule_factor_changes_at_boundaries():
-    factors = [sweep.learning_rate_factor(e, (50, 60), (1.0, 0.1, 0.01)) for e in (50, 51, 60, 61)]
-    assert factors == [1.0, 0.1, 0.1, 0.01]
-
-
 def test_vmapped_sweep_equals_solo_runs(small_config, tmp_path):
     dataset = make_dataset()
     condition = conditions.parse("SGD")

@@ -62,6 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.momentum = 0.9
     # Not in the paper: MatConvNet's cnn_train default, applied to kernels only.
     config.weight_decay = 5e-4
+    # Not in the paper: the sign of a zero gradient component in Batch Manhattan (0: no push).
+    config.sign_of_zero = 0.0
     # uSF+BM also runs batch 100 for 3 epochs, then 500, and keeps the better run.
     config.try_batch_schedule = True
 
