@@ -16,7 +16,7 @@ from typing import Any
 
 from absl import logging
 
-from asym_jax import conditions, data, sweep
+from asym_jax import conditions, data, layers, models, selection, sweep
 
 RESULTS_DIR = "results"
 CELLS_DIR = "cells"
@@ -39,8 +39,53 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def _check_choice(field: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Invalid config.{field}={value!r}; valid choices: {', '.join(map(str, choices))}."
+        )
+
+
+def _check_range(field: str, value, low: float, high: float, *, text: str) -> None:
+    if not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"Invalid config.{field}={value!r}: it must be {text}.")
+
+
+def validate_config(config) -> None:
+    """Raise ValueError naming the first config field with an invalid value."""
+    _check_choice("selection", config.selection, selection.SELECTIONS)
+    _check_choice("init", config.init, models.INITS)
+    _check_choice("normalization", config.normalization, data.NORMALIZATIONS)
+    _check_choice("bn_eval_statistics", config.bn_eval_statistics, models.BN_EVAL_STATISTICS)
+    _check_choice("conv_impl", config.conv_impl, layers.CONV_IMPLS)
+    for field in ("epochs", "batch_size", "num_seeds", "eval_batch_size"):
+        value = config[field]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid config.{field}={value!r}: it must be an integer >= 1.")
+    if not config.lr_multipliers or any(m < 0 for m in config.lr_multipliers):
+        raise ValueError(
+            f"Invalid config.lr_multipliers={config.lr_multipliers!r}: give one or more "
+            "non-negative multipliers of base_learning_rate, e.g. (100, 10, 1, 0.1, 0.01)."
+        )
+    if len(config.lr_factors) != len(config.lr_boundaries) + 1:
+        raise ValueError(
+            f"config.lr_factors={config.lr_factors!r} needs one factor more than "
+            f"config.lr_boundaries={config.lr_boundaries!r} has epochs."
+        )
+    _check_range("base_learning_rate", config.base_learning_rate, 0, float("inf"), text=">= 0")
+    _check_range(
+        "validation_fraction", config.validation_fraction, 1e-9, 1 - 1e-9, text="in (0, 1)"
+    )
+    _check_range("collapse_fraction", config.collapse_fraction, 1e-9, 1, text="in (0, 1]")
+    _check_range(
+        "loss_explosion_factor", config.loss_explosion_factor, 1e-9, float("inf"), text="> 0"
+    )
+    _check_range("max_train_examples", config.max_train_examples, 0, float("inf"), text=">= 0")
+
+
 def grid_cells(config) -> list[tuple[str, conditions.Condition]]:
     """Return the grid's cells (dataset name, condition), dataset-major, after validation."""
+    validate_config(config)
     parsed = [conditions.parse(label) for label in config.conditions]
     for name in config.datasets:
         data.get_spec(name)
