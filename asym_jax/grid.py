@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import jax
 from absl import logging
 
 from asym_jax import conditions, data, layers, models, selection, sweep
@@ -200,7 +201,9 @@ def run_grid(
             experiment=config.experiment,
             paper_table=config.paper_table,
         )
-        write_json_atomically(path, result)
+        # Every process of a multi-host run trains the cell; one writes its result.
+        if jax.process_index() == 0:
+            write_json_atomically(path, result)
         logging.info(
             "Finished %s: best error %s (%s).", identifier, result["best_error"], result["status"]
         )

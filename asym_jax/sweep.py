@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from asym_jax import checkpoint, data, feedback, models, optimizers, selection, train
@@ -87,7 +88,7 @@ def build_model_and_optimizer(config, condition: Condition, dataset: "data.Datas
     return model, tx
 
 
-def _init_states(model, tx, seeds: np.ndarray, sample, base_seed: int):
+def _init_states(model, tx, seeds: np.ndarray, sample, base_seed: int, out_shardings=None):
     """Initialise all runs, stacked on the run axis.
 
     Runs that share a seed share their initial weights, so the learning rates of a seed are
@@ -105,7 +106,9 @@ def _init_states(model, tx, seeds: np.ndarray, sample, base_seed: int):
             model, tx, sample, params_key=params_key, feedback_key=feedback_key, rng=rng
         )
 
-    return jax.jit(jax.vmap(init_one))(params_keys, feedback_keys, run_keys)
+    return jax.jit(jax.vmap(init_one), out_shardings=out_shardings)(
+        params_keys, feedback_keys, run_keys
+    )
 
 
 def _make_epoch_fn(model, tx, preprocess, batch_size: int, steps: int):
@@ -162,7 +165,13 @@ def _chunked(images: np.ndarray, labels: np.ndarray, chunk: int):
 
 @dataclasses.dataclass
 class _Placement:
-    """Where the sweep's arrays live: one device, or the run axis sharded over several."""
+    """Where the sweep's arrays live: one device, or the run axis sharded over all devices.
+
+    With several devices (or several hosts after `jax.distributed.initialize()`), the runs are
+    padded to a multiple of the device count and split over a one-axis mesh "runs"; data is
+    replicated. Host arrays are placed with `jax.make_array_from_callback`, which also works
+    when some devices belong to other processes.
+    """
 
     mesh: Mesh | None
     padded_runs: int
@@ -175,15 +184,25 @@ class _Placement:
         padded = math.ceil(runs / len(devices)) * len(devices)
         return cls(mesh=Mesh(np.array(devices), ("runs",)), padded_runs=padded)
 
-    def runs(self, tree):
+    def sharding(self, split_runs: bool):
         if self.mesh is None:
-            return jax.device_put(tree)
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec("runs")))
+            return None
+        return NamedSharding(self.mesh, PartitionSpec("runs" if split_runs else None))
 
-    def replicated(self, tree):
+    def put(self, array: np.ndarray, *, split_runs: bool) -> jax.Array:
+        """Place a host array, split along its first axis or replicated."""
+        array = np.asarray(array)
         if self.mesh is None:
-            return jax.device_put(tree)
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+            return jnp.asarray(array)
+        return jax.make_array_from_callback(
+            array.shape, self.sharding(split_runs), lambda index: array[index]
+        )
+
+    def fetch(self, tree):
+        """Copy a (possibly multi-host) result to this host as NumPy arrays."""
+        if jax.process_count() > 1:
+            return multihost_utils.process_allgather(tree, tiled=True)
+        return jax.device_get(tree)
 
 
 def _padded_grid(grid: RunGrid, placement: _Placement) -> tuple[np.ndarray, np.ndarray]:
@@ -263,13 +282,13 @@ def _training_split(config, dataset: "data.Dataset") -> tuple["data.Dataset", di
     return dataset, splits
 
 
-def _evaluate_splits(evaluate, state, splits_dev, runs: int):
+def _evaluate_splits(evaluate, state, splits_dev, runs: int, placement: _Placement):
     results = {}
     for name, split in splits_dev.items():
         if split is None:
             results[name] = None
             continue
-        totals = jax.device_get(evaluate(state, *split))
+        totals = placement.fetch(evaluate(state, *split))
         results[name] = {key: np.asarray(value)[:runs] for key, value in totals.items()}
     return results
 
@@ -327,7 +346,9 @@ def run_sweep(
     train_images, train_labels = dataset.train_images, dataset.train_labels
     sample = jnp.asarray(dataset.preprocess(train_images[:1]))
     model, tx = build_model_and_optimizer(config, condition, dataset, sample)
-    state = placement.runs(_init_states(model, tx, seeds, sample, config.seed))
+    state = _init_states(
+        model, tx, seeds, sample, config.seed, out_shardings=placement.sharding(split_runs=True)
+    )
 
     checkpointer = checkpoint.CellCheckpointer(os.path.join(cell_dir, "checkpoints"))
     history = _new_history(grid, base_rates)
@@ -336,16 +357,14 @@ def run_sweep(
         state, history = checkpointer.restore(start, state)
         logging.info("%s / %s: resuming after epoch %d", condition.label, dataset.name, start)
 
-    images_dev = placement.replicated(jnp.asarray(train_images))
-    labels_dev = placement.replicated(jnp.asarray(train_labels, jnp.int32))
-    splits_dev = {
-        name: None
-        if split is None
-        else placement.replicated(
-            _chunked(split[0], split[1].astype(np.int32), config.eval_batch_size)
-        )
-        for name, split in splits.items()
-    }
+    images_dev = placement.put(train_images, split_runs=False)
+    labels_dev = placement.put(train_labels.astype(np.int32), split_runs=False)
+    splits_dev = {}
+    for name, split in splits.items():
+        if split is not None:
+            chunks = _chunked(split[0], split[1].astype(np.int32), config.eval_batch_size)
+            split = tuple(placement.put(part, split_runs=False) for part in chunks)
+        splits_dev[name] = split
     evaluate = _make_eval_fn(model, dataset.num_classes, dataset.preprocess)
     epoch_fns, compile_seconds = {}, 0.0
     data_root = jax.random.PRNGKey(config.seed + 7919)
@@ -361,7 +380,7 @@ def run_sweep(
         factor = float(
             optimizers.epoch_schedule_factor(epoch, config.lr_boundaries, config.lr_factors)
         )
-        rates = placement.runs(jnp.asarray(base_rates * factor, jnp.float32))
+        rates = placement.put((base_rates * factor).astype(np.float32), split_runs=True)
         data_key = jax.random.fold_in(data_root, epoch)
         args = (state, rates, images_dev, labels_dev, data_key)
         if batch_size not in epoch_fns:
@@ -379,8 +398,8 @@ def run_sweep(
 
         began = time.perf_counter()
         state, losses, finite = epoch_fns[batch_size](*args)
-        evaluated = _evaluate_splits(evaluate, state, splits_dev, grid.size)
-        losses, finite = jax.device_get((losses, finite))
+        evaluated = _evaluate_splits(evaluate, state, splits_dev, grid.size, placement)
+        losses, finite = placement.fetch((losses, finite))
         seconds = time.perf_counter() - began
 
         outputs = (
@@ -393,7 +412,10 @@ def run_sweep(
             history, epoch, config, dataset.num_classes, base_rates * factor, batch_size, outputs
         )
         if newly_diverged:
-            state = state.replace(active=state.active.at[np.array(newly_diverged)].set(False))
+            keep = np.ones(placement.padded_runs, bool)
+            keep[newly_diverged] = False
+            active = state.active & placement.put(keep, split_runs=True)
+            state = state.replace(active=active)
         history["epoch_seconds"].append(seconds)
         checkpointer.save(epoch, state, history)
         _log_epoch(

@@ -8,6 +8,7 @@ resumes from its last checkpoint, so re-running the same command continues the w
 
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -42,6 +43,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
+    if config.distributed:
+        jax.distributed.initialize()
     try:
         results = grid.run_grid(config, _WORKDIR.value, on_epoch=_progress_callback())
     except (ValueError, checkpoint.CheckpointError) as error:

@@ -100,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1000
     # "i/n": this process runs cells i, i+n, i+2n... of the grid.
     config.grid_shard = "0/1"
+    # Call jax.distributed.initialize() first, so the runs of a sweep are sharded over the
+    # devices of several hosts (every host runs the same command).
+    config.distributed = False
     return config
 
 
