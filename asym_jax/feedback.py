@@ -19,9 +19,10 @@ frSF-p      M * S_p * sign(W)           M and S_p drawn once (state)
 RndF        N(0, sigma^2)               drawn once (state), sigma = 0.05
 ==========  ==========================  =====================================
 
-``sign(0) = +1``, because the paper defines sign with the values -1 and +1 only. For frSF and
-frSF-p the state holds the fixed multiplier ``M * S_p`` and V follows the current sign of W,
-so V keeps agreeing in sign with W as W changes sign during training.
+``sign(0) = +1`` by default (``sign_of_zero``), because the paper defines sign with the values
+-1 and +1 only. For frSF and frSF-p the state holds the fixed multiplier ``M * S_p`` and V
+follows the current sign of W, so V keeps agreeing in sign with W as W changes sign during
+training.
 """
 
 import dataclasses
@@ -47,15 +48,16 @@ _STATEFUL_RULES = ("frsf", "frsf_p", "rndf")
 _FLIP_RULES = ("brsf_p", "frsf_p")
 
 DEFAULT_SIGMA = 0.05
+SIGN_OF_ZERO_CHOICES = (1.0, -1.0, 0.0)
 
 
-def sign(x: jax.Array) -> jax.Array:
-    """Return +1 where ``x >= 0`` and -1 elsewhere, in the dtype of ``x``.
+def sign(x: jax.Array, zero: float = 1.0) -> jax.Array:
+    """Return +1 where ``x > 0``, -1 where ``x < 0`` and ``zero`` elsewhere, in x's dtype.
 
-    Unlike ``jnp.sign`` this never returns 0: ``sign(0) = +1``, so every feedback entry has
-    a sign. NaN entries map to -1.
+    With the default ``zero=1.0``, unlike ``jnp.sign``, the result is never 0, so every
+    feedback entry has a sign. Both +0.0 and -0.0, and NaN, map to ``zero``.
     """
-    return jnp.where(x >= 0, 1, -1).astype(x.dtype)
+    return jnp.where(x > 0, 1, jnp.where(x < 0, -1, zero)).astype(x.dtype)
 
 
 def fan_in(kernel_shape: tuple[int, ...]) -> int:
@@ -82,11 +84,15 @@ class FeedbackRule:
       flip_prob: p, the probability that a feedback sign disagrees with the forward sign.
         Only ``brsf_p`` and ``frsf_p`` accept a non-zero value.
       sigma: standard deviation of the RndF feedback entries; the other rules ignore it.
+      sign_of_zero: the value of sign(0) in the rules built from sign(W), one of
+        ``SIGN_OF_ZERO_CHOICES``. The paper gives sign only the values -1 and +1, hence the
+        default +1; 0 follows ``jnp.sign`` and sends no feedback through zero weights.
     """
 
     name: str
     flip_prob: float = 0.0
     sigma: float = DEFAULT_SIGMA
+    sign_of_zero: float = 1.0
 
     def __post_init__(self):
         if self.name not in RULE_NAMES:
@@ -102,6 +108,11 @@ class FeedbackRule:
             )
         if not self.sigma > 0.0:
             raise ValueError(f"sigma must be > 0, got {self.sigma!r}.")
+        if self.sign_of_zero not in SIGN_OF_ZERO_CHOICES:
+            raise ValueError(
+                f"Invalid sign_of_zero {self.sign_of_zero!r}; valid choices: "
+                f"{', '.join(map(str, SIGN_OF_ZERO_CHOICES))}."
+            )
 
     @property
     def redraws_per_step(self) -> bool:
@@ -165,7 +176,7 @@ class FeedbackRule:
             return kernel
         if self.name == "rndf":
             return state.astype(kernel.dtype)
-        signs = sign(kernel)
+        signs = sign(kernel, self.sign_of_zero)
         if self.name == "usf":
             return signs
         if self.name == "nusf":
@@ -175,16 +186,28 @@ class FeedbackRule:
         return state.astype(kernel.dtype) * signs
 
 
-def get_rule(name: str, *, flip_prob: float = 0.0, sigma: float = DEFAULT_SIGMA) -> FeedbackRule:
+def get_rule(
+    name: str,
+    *,
+    flip_prob: float = 0.0,
+    sigma: float = DEFAULT_SIGMA,
+    sign_of_zero: float = 1.0,
+) -> FeedbackRule:
     """Return the feedback rule ``name`` (one of ``RULE_NAMES``).
 
     Args:
       name: rule name, e.g. ``"usf"`` or ``"brsf_p"``.
       flip_prob: p, the sign-flip probability of ``brsf_p`` and ``frsf_p``.
       sigma: standard deviation of RndF feedback entries.
+      sign_of_zero: the value of sign(0), one of ``SIGN_OF_ZERO_CHOICES``.
 
     Raises:
       ValueError: for an unknown name, ``flip_prob`` outside [0, 1] or given to a rule
-        without sign flips, or ``sigma <= 0``.
+        without sign flips, ``sigma <= 0``, or an invalid ``sign_of_zero``.
     """
-    return FeedbackRule(name=name, flip_prob=float(flip_prob), sigma=float(sigma))
+    return FeedbackRule(
+        name=name,
+        flip_prob=float(flip_prob),
+        sigma=float(sigma),
+        sign_of_zero=float(sign_of_zero),
+    )

@@ -45,6 +45,19 @@ def test_sign_of_zero_is_plus_one():
     np.testing.assert_array_equal(feedback.sign(x), [-1, -1, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("zero", feedback.SIGN_OF_ZERO_CHOICES)
+def test_sign_of_zero_option(zero):
+    x = jnp.array([-2.0, -0.0, 0.0, 3.0])
+    np.testing.assert_array_equal(feedback.sign(x, zero), [-1, zero, zero, 1])
+
+
+@pytest.mark.parametrize("zero", feedback.SIGN_OF_ZERO_CHOICES)
+def test_rule_sign_of_zero(zero):
+    kernel = jnp.array([[-0.5, 0.0], [0.0, 0.25]])
+    rule = feedback.get_rule("usf", sign_of_zero=zero)
+    np.testing.assert_array_equal(rule.matrix(kernel), [[-1, zero], [zero, 1]])
+
+
 def test_sign_keeps_dtype():
     assert feedback.sign(jnp.zeros(3, jnp.bfloat16)).dtype == jnp.bfloat16
 
@@ -85,6 +98,7 @@ def test_rules_hashable_and_equal():
         (dict(name="rndf", sigma=0.0), "sigma.*> 0.*0.0"),
         (dict(name="rndf", sigma=-0.05), "sigma.*> 0.*-0.05"),
         (dict(name="rndf", sigma=float("nan")), "sigma.*nan"),
+        (dict(name="usf", sign_of_zero=0.5), "sign_of_zero 0.5.*1.0, -1.0, 0.0"),
     ],
 )
 def test_get_rule_rejects_invalid(kwargs, message):
