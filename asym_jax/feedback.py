@@ -20,7 +20,7 @@ RndF        N(0, sigma^2)               drawn once (state), sigma = 0.05
 ==========  ==========================  =====================================
 
 ``sign(0) = +1`` by default (``sign_of_zero``), because the paper defines sign with the values
--1 and +1 only. For frSF and frSF-p the state holds the fixed multiplier ``M * S_p`` and V
+-1 and +1 only. For frSF and frSF-p the state contains the fixed multiplier ``M * S_p`` and V
 follows the current sign of W, so V keeps agreeing in sign with W as W changes sign during
 training.
 """

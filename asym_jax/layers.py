@@ -5,7 +5,8 @@ cotangent through V, ``dx = dy V^T``, and computes the weight and bias cotangent
 backpropagation does, ``dW = x^T dy`` and ``db = sum(dy)``. V is built by a feedback rule
 (``asym_jax.feedback``) inside the backward pass, so the forward pass costs the same as plain
 backpropagation. The feedback state and the PRNG key are ordinary arguments whose cotangents
-are zero, so neither an optimizer nor weight decay can change them.
+are zero. The flax modules keep the state in the ``"feedback"`` collection, outside
+``params``, so an optimizer of ``params`` (weight decay included) never changes it.
 
 Convolutions have three implementations with identical results up to float32 rounding:
 

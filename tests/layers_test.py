@@ -1,9 +1,9 @@
 """Tests for the asymmetric dense/conv ops and their flax modules.
 
-The checked gradient properties: the input cotangent equals plain autodiff of the same op with
-V in place of W, the weight and bias cotangents equal ordinary backpropagation, the feedback
-state gets an exactly zero gradient and is never changed by an optimizer, and the results are
-the same under jit, vmap over runs and remat.
+The input cotangent must equal plain autodiff of the same op with V in place of W, and the
+weight and bias cotangents must equal ordinary backpropagation. The feedback state gets an
+exactly zero gradient and no optimizer step changes it. Results must agree under jit, vmap
+over runs and remat.
 """
 
 import flax.linen as nn
