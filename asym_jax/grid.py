@@ -59,6 +59,10 @@ def validate_config(config) -> None:
     _check_choice("normalization", config.normalization, data.NORMALIZATIONS)
     _check_choice("bn_eval_statistics", config.bn_eval_statistics, models.BN_EVAL_STATISTICS)
     _check_choice("conv_impl", config.conv_impl, layers.CONV_IMPLS)
+    _check_choice("pool_impl", config.pool_impl, models.POOL_IMPLS)
+    _check_choice("resize_mode", config.resize_mode, data.RESIZE_MODES)
+    _check_choice("feedback_sign_of_zero", config.feedback_sign_of_zero, (1.0, -1.0, 0.0))
+    _check_choice("sign_of_zero", config.sign_of_zero, (1.0, -1.0, 0.0))
     for field in ("epochs", "batch_size", "num_seeds", "eval_batch_size"):
         value = config[field]
         if not isinstance(value, int) or value < 1:
@@ -188,6 +192,7 @@ def run_grid(
                 cache_dir=config.cache_dir or None,
                 seed=config.seed,
                 normalization=config.normalization,
+                resize_mode=config.resize_mode,
             )
         dataset = datasets[name]
         cell_dir = os.path.join(workdir, CELLS_DIR, identifier)

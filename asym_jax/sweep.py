@@ -54,7 +54,10 @@ class RunGrid:
 
 def _feedback_rule(config, condition: Condition) -> feedback.FeedbackRule:
     return feedback.get_rule(
-        condition.feedback, flip_prob=condition.flip_prob, sigma=config.rndf_sigma
+        condition.feedback,
+        flip_prob=condition.flip_prob,
+        sigma=config.rndf_sigma,
+        sign_of_zero=config.feedback_sign_of_zero,
     )
 
 
@@ -68,7 +71,11 @@ def build_model_and_optimizer(config, condition: Condition, dataset: "data.Datas
         init=config.init,
         conv_impl=config.conv_impl,
         bn_momentum=config.bn_momentum,
+        bn_epsilon=config.bn_epsilon,
         bn_eval_statistics=config.bn_eval_statistics,
+        bias_with_bn=config.bias_with_bn,
+        pool_impl=config.pool_impl,
+        avg_pool_count_padding=config.avg_pool_count_padding,
     )
     key = jax.random.PRNGKey(0)
     shapes = jax.eval_shape(

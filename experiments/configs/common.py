@@ -71,11 +71,27 @@ def base_config() -> ml_collections.ConfigDict:
     config.init = "normal_0.01"
     # Not in the paper: "standardize", "mean_image" or "unit" (see asym_jax.data).
     config.normalization = "standardize"
+    # Not in the paper: "squash" (resize the whole image) or "center_crop" for the 119x119
+    # network's datasets.
+    config.resize_mode = "squash"
     config.rndf_sigma = 0.05
+    # Not in the paper: the feedback sign of a zero weight for uSF, NuSF, brSF and frSF.
+    config.feedback_sign_of_zero = 1.0
+    # Not in the paper: BN running-average momentum, epsilon and evaluation statistics
+    # ("running" averages or "batch" statistics of the evaluated batch).
     config.bn_momentum = 0.9
-    # Not in the paper: BN statistics at evaluation, "running" averages or "batch".
+    config.bn_epsilon = 1e-5
     config.bn_eval_statistics = "running"
+    # Not in the paper: keep the bias of layers followed by BN (it cancels in training).
+    config.bias_with_bn = False
+    # Not in the paper: average pools divide by the window's cells inside the input
+    # (MatConvNet) unless this is True.
+    config.avg_pool_count_padding = False
+    # Implementations with the same gradients: conv "patches", "lax_patches" or "xla";
+    # pooling "slices" or "reduce_window" (which differ only in how tied maxima share the
+    # gradient).
     config.conv_impl = "patches"
+    config.pool_impl = "slices"
 
     # Repeats every learning rate with this many seeds (initialisation and feedback draws).
     config.num_seeds = 1
