@@ -2,9 +2,10 @@
 
 Run status:
 - "diverged" from the first epoch whose training loss or weights are not finite, or whose mean
-  training loss exceeds `loss_explosion_factor * ln(num_classes)` (the loss of a uniform guess
-  is ln(num_classes)). The run stops updating from then on; its later epochs are never
-  selected.
+  training loss per example over the last quarter of its steps exceeds
+  `loss_explosion_factor * ln(num_classes)` (the loss of a uniform guess is ln(num_classes)). The run stops updating from then on; its
+  epochs from then on are selected only when no run of the seed has an epoch before it
+  diverged, and the cell is then reported as diverged.
 - "collapsed" from the first epoch of a streak, lasting to the last epoch trained, in which at
   least `collapse_fraction` of the test predictions fall in one class. On real MNIST digits a
   failing run predicts one class rather than producing NaN: the paper's 88.65% for uSF is
@@ -49,12 +50,15 @@ def _candidates(run: dict[str, Any]) -> range:
     return range(1, last + 1)
 
 
-def _choose(runs: list[dict[str, Any]], selection: str) -> tuple[int, int] | None:
+def _choose(
+    runs: list[dict[str, Any]], selection: str, *, include_diverged: bool = False
+) -> tuple[int, int] | None:
     """Return (run index, 1-based epoch) chosen by `selection`, or None if nothing qualifies."""
     key = "test_error" if selection == "test" else "validation_error"
     best = None
     for index, run in enumerate(runs):
-        for epoch in _candidates(run):
+        epochs = range(1, len(run[key]) + 1) if include_diverged else _candidates(run)
+        for epoch in epochs:
             value = run[key][epoch - 1]
             if math.isfinite(value) and (best is None or value < best[0]):
                 best = (value, index, epoch)
@@ -72,7 +76,7 @@ def summarize(
 
     Returns:
       A dict with `best_error` (the mean over seeds of each seed's selected test error, a
-      fraction, or None if every run diverged in its first epoch), `best_error_per_seed`,
+      fraction, or None if no epoch of any run has a finite error), `best_error_per_seed`,
       `status` ("ok", "collapsed" or "diverged": the status of the selected run at the
       selected epoch, or "diverged" when nothing could be selected), `best` (run, seed,
       multiplier and epoch of each seed's choice), `edge_lr` (True when a seed's chosen
@@ -90,8 +94,12 @@ def summarize(
         indices = [i for i, run in enumerate(runs) if run["seed"] == seed]
         choice = _choose([runs[i] for i in indices], selection)
         if choice is None:
+            # Every run diverged in its first epoch: report the best error they reached, so
+            # the table shows e.g. a constant prediction's 90%, marked diverged.
             cell_status = "diverged"
-            continue
+            choice = _choose([runs[i] for i in indices], selection, include_diverged=True)
+            if choice is None:
+                continue
         run_index, epoch = indices[choice[0]], choice[1]
         run = runs[run_index]
         per_seed.append(run["test_error"][epoch - 1])

@@ -256,7 +256,10 @@ def _record_epoch(history, epoch, config, num_classes, learning_rates, batch_siz
         if validation is not None:
             val_counts = validation["class_counts"][r]
             run["validation_error"].append(float(validation["errors"][r]) / float(val_counts.sum()))
-        exploded = train_loss > config.loss_explosion_factor * math.log(num_classes)
+        # Judge explosion on the epoch's last quarter of steps: a high rate's first steps can
+        # spike the loss of a run that then settles.
+        late = float(np.mean(losses[-max(1, steps // 4) :, r])) / batch_size if steps else 0.0
+        exploded = not late <= config.loss_explosion_factor * math.log(num_classes)
         bad = not math.isfinite(train_loss) or not finite[r] or exploded
         if bad and run["diverged_epoch"] is None:
             run["diverged_epoch"] = epoch

@@ -61,6 +61,14 @@ def test_every_run_diverged_at_once():
     assert result["status"] == "diverged"
 
 
+def test_all_diverged_cell_reports_finite_error():
+    runs = [_run([0.9, 0.9], multiplier=m, diverged=1) for m in (10.0, 1.0)]
+    runs.append(_run([0.95, float("nan")], multiplier=0.1, diverged=1))
+    result = _summarize(runs)
+    assert result["best_error"] == 0.9
+    assert result["status"] == "diverged"
+
+
 def test_collapse_must_last_to_the_end():
     recovered = _run([0.9, 0.9, 0.2], top=[1.0, 1.0, 0.15])
     collapsed = _run([0.5, 0.8865, 0.8865], top=[0.3, 1.0, 1.0])

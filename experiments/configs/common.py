@@ -101,9 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.selection = "test"
     config.validation_fraction = 0.1
 
-    # A run whose mean training loss per example exceeds this times ln(classes) (the loss of a
-    # uniform guess) is marked diverged. A first epoch at a high rate can reach ~10 times it
-    # and recover, so the threshold is far above that.
+    # A run whose training loss per example over the last quarter of an epoch exceeds this
+    # times ln(classes) (the loss of a uniform guess) is marked diverged from that epoch on.
     config.loss_explosion_factor = 100.0
     # A run predicting one class for at least this fraction of the test set, from some epoch
     # to the end, is marked collapsed.
