@@ -20,7 +20,8 @@ architectures, as (name, input) -> layers, with ``AxBxC/D`` = C maps of AxB at s
 Each hidden layer is weight layer -> optional batch normalization -> ReLU; the output layer
 returns logits (the softmax cross-entropy is the loss's job). Choices the paper leaves open
 are ``create_model`` arguments: BN placement and statistics, the bias of layers followed by
-BN, pooling semantics and the weight initialisation. The module ``BUILD_NOTES.md`` lists them.
+BN, pooling semantics and the weight initialisation. BUILD_NOTES.md lists them with their
+defaults.
 
 Variable collections: ``params`` (kernels, biases, BN scale/shift), ``feedback`` (fixed
 feedback state of frSF, frSF-p and RndF layers, drawn at init from the ``"feedback"`` rng
@@ -344,9 +345,9 @@ def avg_pool(
       padding: ``((top, bottom), (left, right))`` zero cells added around the input.
       impl: ``"slices"`` (sum of the ``window**2`` strided slices of the padded input) or
         ``"reduce_window"`` (``lax.reduce_window``); both give the same values and gradients.
-      count_padding: if False (MatConvNet's rule), a window's sum is divided by the number
-        of its cells inside the input; if True, by ``window**2``, so padded zeros pull the
-        average down.
+      count_padding: if False (MatConvNet's rule), each window's sum is divided by the
+        number of its cells inside the input. If True, it is divided by ``window**2``, so
+        padded zeros pull the average down.
 
     Returns:
       The pooled NHWC array.
@@ -406,6 +407,7 @@ class BatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Normalise ``x``; in train mode also update the running averages."""
+        _check_choice("eval_statistics", self.eval_statistics, BN_EVAL_STATISTICS)
         features = x.shape[-1]
         axes = tuple(range(x.ndim - 1))
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
@@ -456,11 +458,11 @@ def kernel_initializer(init: str) -> layers.Initializer:
 
 
 class Network(nn.Module):
-    """One of the paper's networks with every weight layer using ``rule`` for feedback.
+    """A network of Table 1 whose weight layers all use ``rule`` for feedback.
 
-    Build it with ``create_model``, which validates the fields; the attributes are the
-    arguments of ``create_model``, with ``weight_init`` for its ``init`` (a module field
-    cannot be called ``init``, which is ``nn.Module.init``).
+    Build it with ``create_model``. The attributes are the arguments of ``create_model``,
+    except that ``init`` is called ``weight_init`` here because ``nn.Module.init`` takes that
+    name. Construction raises ``ValueError`` for an invalid field, as ``create_model`` does.
     """
 
     architecture: Architecture
@@ -474,6 +476,18 @@ class Network(nn.Module):
     bias_with_bn: bool = False
     pool_impl: str = "slices"
     avg_pool_count_padding: bool = False
+
+    def __post_init__(self):
+        _check_choice("bn_mode", self.bn_mode, BN_MODES)
+        _check_choice("init", self.weight_init, INITS)
+        _check_choice("conv_impl", self.conv_impl, layers.CONV_IMPLS)
+        _check_choice("bn_eval_statistics", self.bn_eval_statistics, BN_EVAL_STATISTICS)
+        _check_choice("pool_impl", self.pool_impl, POOL_IMPLS)
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum!r}.")
+        if not self.bn_epsilon > 0.0:
+            raise ValueError(f"bn_epsilon must be > 0, got {self.bn_epsilon!r}.")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -489,41 +503,35 @@ class Network(nn.Module):
           ValueError: if ``x`` has the wrong shape or is not a float array.
         """
         _check_input(x, self.architecture)
-        kernel_init = kernel_initializer(self.weight_init)
-        use_bias = self.bn_mode == "none" or self.bias_with_bn
         for layer in self.architecture.layers:
             if isinstance(layer, Pool):
                 x = self._pool(layer, x)
-            elif isinstance(layer, Conv):
-                x = layers.AsymConv(
-                    layer.features,
-                    layer.size,
-                    strides=layer.stride,
-                    padding=layer.padding,
-                    rule=self.rule,
-                    use_bias=use_bias,
-                    kernel_init=kernel_init,
-                    impl=self.conv_impl,
-                    name=layer.name,
-                )(x)
-                x = nn.relu(self._normalize(layer.name, x, train))
-            elif layer.name == OUTPUT_LAYER:
-                x = x.reshape(x.shape[0], -1)
-                x = layers.AsymDense(
-                    layer.features, rule=self.rule, kernel_init=kernel_init, name=layer.name
-                )(x)
             else:
-                x = x.reshape(x.shape[0], -1)
-                x = layers.AsymDense(
-                    layer.features,
-                    rule=self.rule,
-                    use_bias=use_bias,
-                    kernel_init=kernel_init,
-                    name=layer.name,
-                )(x)
-                x = nn.relu(self._normalize(layer.name, x, train))
+                x = self._weight_layer(layer, x)
+                if layer.name != OUTPUT_LAYER:
+                    x = nn.relu(self._normalize(layer.name, x, train))
             self.sow("intermediates", layer.name + "_out", x)
         return x
+
+    def _weight_layer(self, layer: Conv | Dense, x: jax.Array) -> jax.Array:
+        # BN cancels the bias of the layer it follows, so such layers have none by default.
+        has_bn = self.bn_mode != "none" and layer.name != OUTPUT_LAYER
+        common = dict(
+            rule=self.rule,
+            use_bias=self.bias_with_bn or not has_bn,
+            kernel_init=kernel_initializer(self.weight_init),
+            name=layer.name,
+        )
+        if isinstance(layer, Conv):
+            return layers.AsymConv(
+                layer.features,
+                layer.size,
+                strides=layer.stride,
+                padding=layer.padding,
+                impl=self.conv_impl,
+                **common,
+            )(x)
+        return layers.AsymDense(layer.features, **common)(x.reshape(x.shape[0], -1))
 
     def _normalize(self, layer_name: str, x: jax.Array, train: bool) -> jax.Array:
         if self.bn_mode == "none":
@@ -627,15 +635,6 @@ def create_model(
         rule = feedback.get_rule(rule)
     if not isinstance(rule, feedback.FeedbackRule):
         raise ValueError(f"rule must be a FeedbackRule or a rule name, got {rule!r}.")
-    _check_choice("bn_mode", bn_mode, BN_MODES)
-    _check_choice("init", init, INITS)
-    _check_choice("conv_impl", conv_impl, layers.CONV_IMPLS)
-    _check_choice("bn_eval_statistics", bn_eval_statistics, BN_EVAL_STATISTICS)
-    _check_choice("pool_impl", pool_impl, POOL_IMPLS)
-    if not 0.0 <= bn_momentum < 1.0:
-        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}.")
-    if not bn_epsilon > 0.0:
-        raise ValueError(f"bn_epsilon must be > 0, got {bn_epsilon!r}.")
     return Network(
         architecture=spec,
         rule=rule,

@@ -1,13 +1,19 @@
 """Tests for the paper's five networks, their pooling, batch normalization and clamp masks.
 
-Checked properties: every architecture has the layer sizes of Liao, Leibo & Poggio (AAAI
-2016), Table 1 (parameter counts and spatial sizes); with the symmetric rule the gradients
-equal those of the same network built from plain flax layers; the fast pooling agrees with
-``lax.reduce_window`` in value and, where no window has tied maxima, in gradient; BN has
-learnable scale/shift only in the affine mode and updates its running averages only in train
-mode; the clamp masks freeze exactly the layers of Experiment C2; and every architecture
-trains under every feedback rule and BN mode, also vmapped over a run axis.
+Checked properties, for the networks of Liao, Leibo & Poggio (AAAI 2016), Table 1:
+
+* every architecture has the paper's layer sizes (parameter counts and spatial sizes);
+* with the symmetric rule, gradients equal those of the same network built from plain flax
+  layers;
+* the fast pooling agrees with ``lax.reduce_window`` in value, and in gradient wherever no
+  window has tied maxima;
+* BN has a learnable scale and shift only in the affine mode and updates its running
+  averages only in train mode;
+* the clamp masks freeze exactly the layers of Experiment C2;
+* every architecture trains under every feedback rule and BN mode, also vmapped over runs.
 """
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -19,7 +25,8 @@ from jax import lax
 
 from asym_jax import feedback, models, optimizers
 
-# Small class counts keep the general network's dense layers small; 10 is the paper's.
+# Class counts as in the paper, except that five classes keep the general network's last two
+# dense layers small.
 TEST_CLASSES = {"general": 5, "mnist": 10, "cifar": 10, "svhn": 10, "timit": 80}
 BATCH = 4
 
@@ -50,11 +57,17 @@ def _labels(model, batch=BATCH):
 
 def _init(model, x, params_seed=0, feedback_seed=1):
     rngs = {"params": jax.random.key(params_seed), "feedback": jax.random.key(feedback_seed)}
+    return _jitted_init(model, rngs, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_init(model, rngs, x):
     return model.init(rngs, x, train=False)
 
 
 def _init_shapes(model, x):
-    return jax.eval_shape(lambda x: _init(model, x), x)
+    rngs = {"params": jax.random.key(0), "feedback": jax.random.key(1)}
+    return jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
 
 
 def _assert_close(actual, expected, rtol):
@@ -69,19 +82,19 @@ def _assert_close(actual, expected, rtol):
 # Expected parameter counts without BN, derived from Table 1 (weights + biases per layer).
 EXPECTED_PARAMS = {
     # conv1 5*5*1*20+20 = 520; conv2 5*5*20*50+50 = 25,050; 28 -> 24 -> 12 -> 8 -> 4, so
-    # fc1 sees 4*4*50 = 800: 800*500+500 = 400,500; output 500*10+10 = 5,010.
+    # fc1 has 4*4*50 = 800 inputs: 800*500+500 = 400,500; output 500*10+10 = 5,010.
     ("mnist", 10): 520 + 25_050 + 400_500 + 5_010,
     # conv1 5*5*3*32+32 = 2,432; conv2 5*5*32*64+64 = 51,264; conv3 5*5*64*64+64 = 102,464;
-    # fc1 sees 4*4*64 = 1,024: 1,024*128+128 = 131,200; output 128*10+10 = 1,290.
+    # fc1 has 4*4*64 = 1,024 inputs: 1,024*128+128 = 131,200; output 128*10+10 = 1,290.
     ("cifar", 10): 2_432 + 51_264 + 102_464 + 131_200 + 1_290,
     # The same with output 128*100+100 = 12,900.
     ("cifar", 100): 2_432 + 51_264 + 102_464 + 131_200 + 12_900,
     # conv1 5*5*3*20+20 = 1,520; conv2 7*7*20*512+512 = 502,272; 32 -> 28 -> 14 -> 8 -> 4,
-    # so fc1 sees 4*4*512 = 8,192: 8,192*40+40 = 327,720; output 40*10+10 = 410.
+    # so fc1 has 4*4*512 = 8,192 inputs: 8,192*40+40 = 327,720; output 40*10+10 = 410.
     ("svhn", 10): 1_520 + 502_272 + 327_720 + 410,
     # fc1 1,845*512+512 = 945,152; fc2 512*256+256 = 131,328; output 256*80+80 = 20,560.
     ("timit", 80): 945_152 + 131_328 + 20_560,
-    # conv1 9*9*3*48+48 = 11,712; conv2 5*5*48*128+128 = 153,728; fc1 sees 12*12*128 =
+    # conv1 9*9*3*48+48 = 11,712; conv2 5*5*48*128+128 = 153,728; fc1 has 12*12*128 =
     # 18,432 inputs. 10 classes: fc1 max(256, 30) = 256 units: 18,432*256+256 = 4,718,848;
     # fc2 20 units: 256*20+20 = 5,140; output 20*10+10 = 210.
     ("general", 10): 11_712 + 153_728 + 4_718_848 + 5_140 + 210,
@@ -209,14 +222,18 @@ def _value_and_vjp(fn, x, cotangent):
     return y, vjp(cotangent)[0]
 
 
+def _grad_of_sum(fn, x):
+    return jax.jit(jax.grad(lambda x: fn(x).sum()))(x)
+
+
 def test_max_pool_splits_tied_gradient():
     # One 3x3/2 window over a 2x2 input padded at the bottom/right: the four real cells tie.
     x = jnp.ones((1, 2, 2, 1))
     padding = ((0, 1), (0, 1))
 
-    fast = jax.grad(lambda x: models.max_pool(x, 3, 2, padding).sum())(x)
-    reference = jax.grad(lambda x: models.max_pool(x, 3, 2, padding, "reduce_window").sum())(x)
-    reshape = jax.grad(lambda x: models.max_pool(x, 2, 2).sum())(x)
+    fast = _grad_of_sum(lambda x: models.max_pool(x, 3, 2, padding), x)
+    reference = _grad_of_sum(lambda x: models.max_pool(x, 3, 2, padding, "reduce_window"), x)
+    reshape = _grad_of_sum(lambda x: models.max_pool(x, 2, 2), x)
 
     np.testing.assert_array_equal(fast.ravel(), [0.25, 0.25, 0.25, 0.25])
     np.testing.assert_array_equal(reshape.ravel(), [0.25, 0.25, 0.25, 0.25])
@@ -231,7 +248,7 @@ def test_max_pool_partial_tie_gradient():
     ).reshape(1, 4, 4, 1)
     padding = ((0, 1), (0, 1))
     y = models.max_pool(x, 3, 2, padding)
-    grad = jax.grad(lambda x: models.max_pool(x, 3, 2, padding).sum())(x)[0, :, :, 0]
+    grad = _grad_of_sum(lambda x: models.max_pool(x, 3, 2, padding), x)[0, :, :, 0]
 
     np.testing.assert_array_equal(y[0, :, :, 0], [[5.0, 5.0], [2.0, 9.0]])
     # Window (0, 0) ties at (0, 0) and (0, 2); window (0, 1) has (0, 2) alone.
@@ -256,9 +273,8 @@ def test_max_pool_forward_mode_matches_reverse():
     tangent = jax.random.normal(jax.random.key(2), x.shape)
     cotangent = jax.random.normal(jax.random.key(3), pool(x).shape)
 
-    _, y_dot = jax.jvp(pool, (x,), (tangent,))
-    _, vjp = jax.vjp(pool, x)
-    (x_bar,) = vjp(cotangent)
+    y_dot = jax.jit(lambda x, t: jax.jvp(pool, (x,), (t,))[1])(x, tangent)
+    _, x_bar = jax.jit(_value_and_vjp, static_argnums=0)(pool, x, cotangent)
     np.testing.assert_allclose(jnp.vdot(y_dot, cotangent), jnp.vdot(tangent, x_bar), rtol=1e-5)
 
 
@@ -350,7 +366,7 @@ def _summed_loss(model, variables, x, labels, **apply_kwargs):
 
 @pytest.mark.parametrize(
     "architecture,bn_mode,conv_impl",
-    [("mnist", "none", "patches"), ("cifar", "none", "xla"), ("cifar", "affine", "xla")],
+    [("mnist", "none", "patches"), ("cifar", "affine", "xla")],
 )
 def test_symmetric_gradients_match_plain_flax(architecture, bn_mode, conv_impl):
     model = _model(architecture, bn_mode=bn_mode, init="he", conv_impl=conv_impl)
@@ -384,7 +400,7 @@ def test_symmetric_gradients_match_plain_flax(architecture, bn_mode, conv_impl):
 
 def test_plain_bn_has_no_scale_or_shift():
     model = _model("mnist", bn_mode="plain")
-    variables = _init(model, _inputs(model))
+    variables = _init_shapes(model, _inputs(model))
     params = variables["params"]
 
     assert "conv1_bn" not in params
@@ -397,7 +413,7 @@ def test_plain_bn_has_no_scale_or_shift():
 
 def test_affine_bn_has_scale_and_shift():
     model = _model("mnist", bn_mode="affine")
-    params = _init(model, _inputs(model))["params"]
+    params = _init_shapes(model, _inputs(model))["params"]
 
     for name, units in (("conv1", 20), ("conv2", 50), ("fc1", 500)):
         assert set(params[name]) == {"kernel"}
@@ -408,13 +424,13 @@ def test_affine_bn_has_scale_and_shift():
 
 def test_bias_with_bn_keeps_bias():
     model = _model("timit", bn_mode="plain", bias_with_bn=True)
-    params = _init(model, _inputs(model))["params"]
+    params = _init_shapes(model, _inputs(model))["params"]
     assert set(params["fc1"]) == {"kernel", "bias"}
 
 
 def test_no_bn_has_no_batch_stats():
     model = _model("timit")
-    variables = _init(model, _inputs(model))
+    variables = _init_shapes(model, _inputs(model))
     assert "batch_stats" not in variables
 
 
@@ -444,9 +460,9 @@ def test_running_stats_update_in_train_mode_only():
 
 
 def test_eval_statistics_choice():
-    x = _inputs(_model("cifar"))
-    running = _model("cifar", bn_mode="affine", bn_eval_statistics="running")
-    batch = _model("cifar", bn_mode="affine", bn_eval_statistics="batch")
+    x = _inputs(_model("timit"))
+    running = _model("timit", bn_mode="affine", bn_eval_statistics="running")
+    batch = _model("timit", bn_mode="affine", bn_eval_statistics="batch")
     variables = _init(running, x)
 
     train_logits, _ = running.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -454,7 +470,7 @@ def test_eval_statistics_choice():
     running_logits = running.apply(variables, x, train=False)
 
     # Eval with batch statistics repeats the train-mode forward pass and needs no mutable
-    # collection; eval with the initial running averages (0, 1) does not.
+    # collection. Eval with the initial running averages (0, 1) gives other logits.
     np.testing.assert_array_equal(batch_logits, train_logits)
     assert float(jnp.max(jnp.abs(running_logits - train_logits))) > 1e-3
 
@@ -515,7 +531,7 @@ def test_feedback_state_from_one_key():
 @pytest.mark.parametrize("rule", ["symmetric", "usf", "nusf", "brsf", "brsf_p"])
 def test_rules_without_state_have_no_feedback_collection(rule):
     model = _model("timit", rule=rule)
-    assert "feedback" not in _init(model, _inputs(model))
+    assert "feedback" not in _init_shapes(model, _inputs(model))
 
 
 @pytest.mark.parametrize(
@@ -645,12 +661,11 @@ def test_clamp_mask_rejects_bad_input():
 
 RULES = feedback.RULE_NAMES
 # The default suite: every architecture with the symmetric rule and no BN, every rule on the
-# cheap MLP (cycling through the BN modes), and every BN mode on the CIFAR network.
+# cheap MLP (cycling through the BN modes), and both BN modes on the CIFAR network.
 DEFAULT_TRAINING_CASES = sorted(
     {(architecture, "symmetric", "none") for architecture in models.ARCHITECTURES}
     | {("timit", rule, models.BN_MODES[i % 3]) for i, rule in enumerate(RULES)}
-    | {("cifar", "frsf_p", bn_mode) for bn_mode in models.BN_MODES}
-    | {("mnist", "brsf", "plain"), ("svhn", "usf", "affine"), ("general", "rndf", "plain")}
+    | {("cifar", "frsf_p", "plain"), ("cifar", "nusf", "affine")}
 )
 ALL_TRAINING_CASES = [
     (architecture, rule, bn_mode)
@@ -678,8 +693,6 @@ def _check_training(architecture, rule, bn_mode):
         assert not np.array_equal(before, after)
     if rule == "symmetric":
         assert losses[-1] < losses[0], losses
-    logits = model.apply(trained, x, train=False)
-    assert np.all(np.isfinite(logits))
 
 
 @pytest.mark.parametrize("architecture,rule,bn_mode", DEFAULT_TRAINING_CASES)
@@ -696,9 +709,10 @@ def test_training_steps_exhaustive(architecture, rule, bn_mode):
 # Vmap over a run axis.
 
 
-@pytest.mark.parametrize("rule", ["brsf_p", "frsf"])
-def test_vmap_over_runs_matches_single_runs(rule):
-    model = _model("mnist", rule=rule, bn_mode="plain", conv_impl="patches")
+@pytest.mark.parametrize("architecture,rule", [("mnist", "frsf"), ("timit", "brsf_p")])
+def test_vmap_over_runs_matches_single_runs(architecture, rule):
+    # The layer tests cover the patches convolution under vmap; XLA's compiles twice as fast.
+    model = _model(architecture, rule=rule, bn_mode="plain", conv_impl="xla")
     x = _inputs(model)
     labels = _labels(model)
     runs = [_init(model, x, params_seed=seed, feedback_seed=10 + seed) for seed in range(2)]
@@ -709,14 +723,16 @@ def test_vmap_over_runs_matches_single_runs(rule):
         loss = _summed_loss(model, variables, x, labels, rngs={"feedback": key})
         return jax.grad(loss)(variables["params"], x)
 
-    batched = jax.jit(jax.vmap(grads))(stacked, keys)
-    batched_logits = jax.vmap(lambda v: model.apply(v, x, train=False))(stacked)
+    def grads_and_logits(variables, key):
+        return grads(variables, key), model.apply(variables, x, train=False)
+
+    batched = jax.jit(jax.vmap(grads_and_logits))(stacked, keys)
+    single_run = jax.jit(grads_and_logits)
 
     for run, variables in enumerate(runs):
-        single = jax.jit(grads)(variables, keys[run])
+        single = single_run(variables, keys[run])
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
             _assert_close(a[run], b, rtol=1e-5)
-        _assert_close(batched_logits[run], model.apply(variables, x, train=False), rtol=1e-5)
 
 
 # Input validation.
@@ -742,6 +758,14 @@ def test_create_model_rejects_bad_config():
         kwargs = {"architecture": "mnist", "num_classes": 10, "rule": "symmetric", **overrides}
         with pytest.raises(ValueError, match=message):
             models.create_model(kwargs.pop("architecture"), **kwargs)
+
+
+def test_network_validates_fields():
+    spec = models.get_architecture("timit", 80)
+    with pytest.raises(ValueError, match="bn_mode 'batch'.*none, plain, affine"):
+        models.Network(spec, feedback.get_rule("usf"), bn_mode="batch")
+    with pytest.raises(ValueError, match="init 'xavier'.*normal_0.01, he, lecun"):
+        models.Network(spec, feedback.get_rule("usf"), weight_init="xavier")
 
 
 def test_create_model_accepts_rule_name():
