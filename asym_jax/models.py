@@ -17,11 +17,11 @@ architectures, as (name, input) -> layers, with ``AxBxC/D`` = C maps of AxB at s
 * ``timit`` (1845 inputs, 15 stacked frames of 123 MFCC features): FC 512, FC 256,
   FC classes.
 
-Each hidden layer is weight layer -> optional batch normalization -> ReLU; the output layer
-returns logits (the softmax cross-entropy is the loss's job). Choices the paper leaves open
-are ``create_model`` arguments: BN placement and statistics, the bias of layers followed by
-BN, pooling semantics and the weight initialisation. BUILD_NOTES.md lists them with their
-defaults.
+Each hidden layer is weight layer -> optional batch normalization -> ReLU, and pools follow
+the ReLU. The output layer returns logits (the softmax cross-entropy is the loss's job). The
+paper does not give the BN placement; this one is fixed. Its other open choices are
+``create_model`` arguments: BN statistics, the bias of layers followed by BN, pooling
+semantics and the weight initialisation. BUILD_NOTES.md lists them with their defaults.
 
 Variable collections: ``params`` (kernels, biases, BN scale/shift), ``feedback`` (fixed
 feedback state of frSF, frSF-p and RndF layers, drawn at init from the ``"feedback"`` rng
