@@ -158,13 +158,16 @@ def _make_eval_fn(model, num_classes: int, preprocess):
 
 
 def _chunked(images: np.ndarray, labels: np.ndarray, chunk: int):
-    """Pad an evaluation split to whole chunks; return (images, labels, valid) stacked."""
+    """Pad an evaluation split to whole chunks; return (images, labels, valid) stacked.
+
+    The padding repeats the split's first examples (masked out of every sum) rather than
+    zeros, so that BN with `bn_eval_statistics="batch"` sees real images in the last chunk.
+    """
     count = len(labels)
     chunk = min(chunk, count)
     padded = math.ceil(count / chunk) * chunk
-    pad = padded - count
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+    wrapped = np.arange(padded) % count
+    images, labels = images[wrapped], labels[wrapped]
     valid = np.arange(padded) < count
     shape = lambda a: a.reshape(padded // chunk, chunk, *a.shape[1:])
     return shape(images), shape(labels), shape(valid)
