@@ -26,6 +26,5 @@ def get_config(arg: str | None = None):
     config.epochs = 4
     # The paper's schedule divides the rate after epochs 50 and 60; scaled to the short run.
     config.lr_boundaries = (3, 4)
-    config.init = "he"
     common.apply_arguments(config, arg)
     return config
