@@ -3,9 +3,9 @@
 Run status:
 - "diverged" from the first epoch whose training loss or weights are not finite, or whose mean
   training loss per example over the last quarter of its steps exceeds
-  `loss_explosion_factor * ln(num_classes)` (the loss of a uniform guess is ln(num_classes)). The run stops updating from then on; its
-  epochs from then on are selected only when no run of the seed has an epoch before it
-  diverged, and the cell is then reported as diverged.
+  `loss_explosion_factor * ln(num_classes)` (the loss of a uniform guess is ln(num_classes)).
+  The run stops updating from then on. Its epochs from then on are selected only when no run
+  of the seed has an epoch before it diverged, and the cell is then reported as diverged.
 - "collapsed" from the first epoch of a streak, lasting to the last epoch trained, in which at
   least `collapse_fraction` of the test predictions fall in one class. On real MNIST digits a
   failing run predicts one class rather than producing NaN: the paper's 88.65% for uSF is
