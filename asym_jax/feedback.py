@@ -196,7 +196,8 @@ def get_rule(
     """Return the feedback rule ``name`` (one of ``RULE_NAMES``).
 
     Args:
-      name: rule name, e.g. ``"usf"`` or ``"brsf_p"``.
+      name: rule name, e.g. ``"usf"`` or ``"brsf_p"``. The paper's spelling is accepted too
+        (``"uSF"``, ``"brSF-p"``, ``"RndF"``): case is ignored and ``-`` reads as ``_``.
       flip_prob: p, the sign-flip probability of ``brsf_p`` and ``frsf_p``.
       sigma: standard deviation of RndF feedback entries.
       sign_of_zero: the value of sign(0), one of ``SIGN_OF_ZERO_CHOICES``.
@@ -205,6 +206,8 @@ def get_rule(
       ValueError: for an unknown name, ``flip_prob`` outside [0, 1] or given to a rule
         without sign flips, ``sigma <= 0``, or an invalid ``sign_of_zero``.
     """
+    if isinstance(name, str):
+        name = name.strip().lower().replace("-", "_")
     return FeedbackRule(
         name=name,
         flip_prob=float(flip_prob),

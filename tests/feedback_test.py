@@ -91,7 +91,7 @@ def test_rules_hashable_and_equal():
     "kwargs, message",
     [
         (dict(name="sf"), "'sf'.*symmetric, usf, nusf, brsf, frsf, brsf_p, frsf_p, rndf"),
-        (dict(name="uSF"), "'uSF'.*valid choices"),
+        (dict(name="uSF-x"), "'usf_x'.*valid choices"),
         (dict(name="brsf_p", flip_prob=-0.1), r"\[0, 1\].*-0\.1"),
         (dict(name="frsf_p", flip_prob=1.5), r"\[0, 1\].*1\.5"),
         (dict(name="brsf", flip_prob=0.5), "0.5.*brsf_p, frsf_p"),
@@ -104,6 +104,11 @@ def test_rules_hashable_and_equal():
 def test_get_rule_rejects_invalid(kwargs, message):
     with pytest.raises(ValueError, match=message):
         feedback.get_rule(**kwargs)
+
+
+@pytest.mark.parametrize("spelling, name", [("uSF", "usf"), ("brSF-p", "brsf_p"), ("RndF", "rndf")])
+def test_get_rule_accepts_paper_spelling(spelling, name):
+    assert feedback.get_rule(spelling).name == name
 
 
 def test_constructor_validates_too():
