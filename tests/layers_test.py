@@ -346,6 +346,8 @@ TRANSFORM_CASES = [
     ("brsf_p", "xla"),
     ("frsf_p", "xla"),
     ("brsf_p", "lax_patches"),
+    ("brsf_p", "xla_per_run"),
+    ("rndf", "xla_per_run"),
 ]
 
 
@@ -449,6 +451,16 @@ def test_vmapped_patches_has_no_run_grouped_conv(batched_input):
             assert _num_batched_matmuls(jaxpr) >= 1, impl
     # The sliced patches need no convolution at all.
     assert not _conv_group_counts(_vmapped_conv_vjp_jaxpr("patches", batched_input))
+
+
+@pytest.mark.parametrize("batched_input", [True, False], ids=["batched_x", "shared_x"])
+def test_vmapped_xla_per_run_runs_one_conv_per_run(batched_input):
+    counts = _conv_group_counts(_vmapped_conv_vjp_jaxpr("xla_per_run", batched_input))
+    assert all(c == (1, 1) for c in counts), counts
+    # Forward, dx and dW for each run; with a shared input, the forward pass and dW are
+    # one convolution over the runs' kernels side by side.
+    expected = 3 * NUM_RUNS if batched_input else NUM_RUNS + 2
+    assert len(counts) == expected, counts
 
 
 def test_dense_module_matches_flax_dense():
