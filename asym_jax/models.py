@@ -18,7 +18,10 @@ architectures, as (name, input) -> layers, with ``AxBxC/D`` = C maps of AxB at s
   FC classes.
 
 Each hidden layer is weight layer -> optional batch normalization -> ReLU, and pools follow
-the ReLU. The output layer returns logits (the softmax cross-entropy is the loss's job). The
+the ReLU. A max-pool runs before plain BN and ReLU where they commute (``pool_first``): the
+values and gradients are the same, and the normalisation and ReLU touch a quarter of the
+cells. The output
+layer returns logits (the softmax cross-entropy is the loss's job). The
 paper does not give the BN placement; this one is fixed. Its other open choices are
 ``create_model`` arguments: BN statistics, the bias of layers followed by BN, pooling
 semantics and the weight initialisation. BUILD_NOTES.md lists them with their defaults.
@@ -405,9 +408,33 @@ class BatchNorm(nn.Module):
     eval_statistics: str = "running"
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Normalise ``x``; in train mode also update the running averages."""
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        pool: Callable[[jax.Array], jax.Array] | None = None,
+    ) -> jax.Array:
+        """Normalise ``x``; in train mode also update the running averages.
+
+        Args:
+          x: the input, features last.
+          train: normalise with the batch statistics and update the running averages.
+          pool: a max-pool applied after the statistics are taken from all of ``x`` and
+            before normalising, so that only the pooled cells are normalised. The result
+            equals pooling the normalised ``x`` because, without a learned scale,
+            normalising is increasing in each channel.
+
+        Raises:
+          ValueError: if ``pool`` is given to a module with a learned scale, which can be
+            negative.
+        """
         _check_choice("eval_statistics", self.eval_statistics, BN_EVAL_STATISTICS)
+        if pool is not None and self.use_scale:
+            raise ValueError(
+                "pool needs a BatchNorm without a learned scale (use_scale=False): a negative "
+                "scale would turn the maximum of each window into its minimum."
+            )
         features = x.shape[-1]
         axes = tuple(range(x.ndim - 1))
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
@@ -423,6 +450,8 @@ class BatchNorm(nn.Module):
         else:
             mean, var = running_mean.value, running_var.value
 
+        if pool is not None:
+            x = pool(x)
         y = (x - mean) * lax.rsqrt(var + self.epsilon)
         if self.use_scale:
             y = y * self.param("scale", nn.initializers.ones_init(), (features,), jnp.float32)
@@ -476,6 +505,7 @@ class Network(nn.Module):
     bias_with_bn: bool = False
     pool_impl: str = "slices"
     avg_pool_count_padding: bool = False
+    pool_first: bool = True
 
     def __post_init__(self):
         _check_choice("bn_mode", self.bn_mode, BN_MODES)
@@ -503,15 +533,39 @@ class Network(nn.Module):
           ValueError: if ``x`` has the wrong shape or is not a float array.
         """
         _check_input(x, self.architecture)
-        for layer in self.architecture.layers:
+        rows = self.architecture.layers
+        pooled = False
+        for layer, next_layer in zip(rows, (*rows[1:], None), strict=True):
             if isinstance(layer, Pool):
-                x = self._pool(layer, x)
+                if not pooled:
+                    x = self._pool(layer, x)
+                pooled = False
             else:
                 x = self._weight_layer(layer, x)
                 if layer.name != OUTPUT_LAYER:
-                    x = nn.relu(self._normalize(layer.name, x, train))
+                    pool = self._early_pool(next_layer)
+                    x = nn.relu(self._normalize(layer.name, x, train, pool))
+                    pooled = pool is not None
             self.sow("intermediates", layer.name + "_out", x)
         return x
+
+    def _early_pool(self, layer) -> Callable[[jax.Array], jax.Array] | None:
+        """Return the max-pool ``layer`` as a function when it may run before BN and ReLU.
+
+        ReLU and BN without a learned scale are increasing in each channel, so they commute
+        with a max-pool: values and gradients are the same, and the cells a window does not
+        pass on get a zero gradient either way. Not while ``intermediates`` are sown, whose
+        ``<layer>_out`` must stay the activation before pooling.
+        """
+        if (
+            not self.pool_first
+            or not isinstance(layer, Pool)
+            or layer.kind != "max"
+            or self.bn_mode == "affine"
+            or self.is_mutable_collection("intermediates")
+        ):
+            return None
+        return functools.partial(self._pool, layer)
 
     def _weight_layer(self, layer: Conv | Dense, x: jax.Array) -> jax.Array:
         # BN cancels the bias of the layer it follows, so such layers have none by default.
@@ -533,9 +587,9 @@ class Network(nn.Module):
             )(x)
         return layers.AsymDense(layer.features, **common)(x.reshape(x.shape[0], -1))
 
-    def _normalize(self, layer_name: str, x: jax.Array, train: bool) -> jax.Array:
+    def _normalize(self, layer_name: str, x: jax.Array, train: bool, pool=None) -> jax.Array:
         if self.bn_mode == "none":
-            return x
+            return x if pool is None else pool(x)
         affine = self.bn_mode == "affine"
         return BatchNorm(
             use_scale=affine,
@@ -544,7 +598,7 @@ class Network(nn.Module):
             epsilon=self.bn_epsilon,
             eval_statistics=self.bn_eval_statistics,
             name=layer_name + _BN_SUFFIX,
-        )(x, train=train)
+        )(x, train=train, pool=pool)
 
     def _pool(self, layer: Pool, x: jax.Array) -> jax.Array:
         if layer.kind == "max":
@@ -592,6 +646,7 @@ def create_model(
     bias_with_bn: bool = False,
     pool_impl: str = "slices",
     avg_pool_count_padding: bool = False,
+    pool_first: bool = True,
 ) -> Network:
     """Build one of the paper's networks.
 
@@ -621,6 +676,9 @@ def create_model(
         ``"reduce_window"`` (ties send it to one maximum), see ``max_pool``.
       avg_pool_count_padding: divide padded average-pool windows by ``window**2`` instead
         of by their cell count inside the input (MatConvNet's rule, the default).
+      pool_first: run each max-pool before the ReLU (and plain BN) that precede it, which
+        gives the same values and gradients with less work. False keeps the layer order of
+        Table 1; affine BN and average pools always keep it.
 
     Returns:
       A ``Network`` whose ``__call__(x, *, train)`` returns logits.
@@ -647,6 +705,7 @@ def create_model(
         bias_with_bn=bool(bias_with_bn),
         pool_impl=pool_impl,
         avg_pool_count_padding=bool(avg_pool_count_padding),
+        pool_first=bool(pool_first),
     )
 
 

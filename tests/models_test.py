@@ -395,6 +395,59 @@ def test_symmetric_gradients_match_plain_flax(architecture, bn_mode, conv_impl):
     _assert_close(x_grad, ref_x_grad, rtol=2e-5)
 
 
+@pytest.mark.parametrize(
+    "architecture,bn_mode,rule",
+    [("mnist", "plain", "usf"), ("mnist", "none", "frsf"), ("cifar", "plain", "symmetric")],
+)
+def test_pool_first_keeps_values_and_gradients(architecture, bn_mode, rule):
+    early = _model(architecture, rule=rule, bn_mode=bn_mode, init="he")
+    late = _model(architecture, rule=rule, bn_mode=bn_mode, init="he", pool_first=False)
+    x = _inputs(early, batch=6)
+    labels = _labels(early, batch=6)
+    variables = _init(early, x)
+
+    def value_and_grads(model):
+        def loss(params, x):
+            logits, updates = model.apply(
+                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+            return loss, updates
+
+        grad_fn = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+        return jax.jit(grad_fn)(variables["params"], x)
+
+    (value, updates), grads = value_and_grads(early)
+    (ref_value, ref_updates), ref_grads = value_and_grads(late)
+    # The BN sums run over the pooled cells instead of the whole map, in another order.
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        _assert_close(got, expected, rtol=1e-5)
+    for got, expected in zip(jax.tree.leaves(updates), jax.tree.leaves(ref_updates), strict=True):
+        _assert_close(got, expected, rtol=1e-6)
+
+
+def test_pool_first_keeps_sown_activations():
+    model = _model("mnist", bn_mode="plain")
+    x = _inputs(model)
+    variables = _init(model, x)
+    _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+    assert state["intermediates"]["conv1_out"][0].shape == (BATCH, 24, 24, 20)
+    assert state["intermediates"]["pool1_out"][0].shape == (BATCH, 12, 12, 20)
+
+
+def test_batch_norm_pool_needs_no_scale():
+    x = _random_map()
+    module = models.BatchNorm(use_scale=True)
+    variables = module.init(jax.random.key(0), x, train=False)
+    with pytest.raises(ValueError, match="use_scale=False"):
+        module.apply(variables, x, train=False, pool=lambda y: y)
+
+
+def _random_map():
+    return jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+
+
 # Batch normalization.
 
 
