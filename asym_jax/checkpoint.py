@@ -61,7 +61,8 @@ class CellCheckpointer:
 
         Raises:
           CheckpointError: the checkpoint cannot be read or does not match `like_state`
-            (written by another configuration or damaged). It is left on disk untouched.
+            (written by another configuration or damaged). It is left on disk untouched,
+            and this checkpointer is closed.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
         args = ocp.args.Composite(
@@ -71,9 +72,12 @@ class CellCheckpointer:
             with _quiet_orbax():
                 restored = self._manager.restore(epoch, args=args)
         except Exception as error:  # orbax raises many types for unreadable data.
+            self.close()
             path = os.path.join(self.directory, str(epoch))
+            # Orbax's messages can run to a hundred lines of TensorStore detail: keep the first.
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
             raise CheckpointError(
-                f"Cannot read the checkpoint {path} ({type(error).__name__}: {error}). "
+                f"Cannot read the checkpoint {path} ({type(error).__name__}: {detail}). "
                 "It may come from a different configuration or be damaged. Move it away "
                 "or delete the cell's directory to restart that cell from scratch."
             ) from error

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 from absl import logging
 
-from asym_jax import conditions, data, layers, models, selection, sweep
+from asym_jax import conditions, data, layers, models, selection, sweep, tables
 
 RESULTS_DIR = "results"
 CELLS_DIR = "cells"
@@ -54,6 +54,7 @@ def _check_range(field: str, value, low: float, high: float, *, text: str) -> No
 
 def validate_config(config) -> None:
     """Raise ValueError naming the first config field with an invalid value."""
+    _check_choice("paper_table", config.paper_table, tuple(tables.EXPERIMENT_TABLES))
     _check_choice("selection", config.selection, selection.SELECTIONS)
     _check_choice("init", config.init, models.INITS)
     _check_choice("normalization", config.normalization, data.NORMALIZATIONS)
@@ -99,6 +100,8 @@ def grid_cells(config) -> list[tuple[str, conditions.Condition]]:
 
 def check_workdir(workdir: str) -> None:
     """Create `workdir` if needed and check that it is writable."""
+    if not workdir or not workdir.strip():
+        raise ValueError("The workdir is empty; pass a directory with --workdir=DIR.")
     try:
         os.makedirs(os.path.join(workdir, RESULTS_DIR), exist_ok=True)
         with tempfile.TemporaryFile(dir=workdir):
@@ -119,7 +122,55 @@ def write_json_atomically(path: str, payload: Any) -> None:
         json.dump(payload, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
+    # NamedTemporaryFile creates files readable by the owner only; give the usual mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)
     os.replace(handle.name, path)
+
+
+# Config fields that say which cells to run and where, not what a cell computes.
+_BOOKKEEPING_FIELDS = (
+    "experiment",
+    "paper_table",
+    "datasets",
+    "conditions",
+    "grid_shard",
+    "data_dir",
+    "cache_dir",
+    "distributed",
+)
+SETTINGS_FILE = "settings.json"
+
+
+def cell_settings(config) -> dict[str, Any]:
+    """Return the config fields that decide a cell's numbers, as JSON-ready values."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING_FIELDS}
+    return json.loads(json.dumps(fields))
+
+
+def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str:
+    names = sorted(set(stored) | set(current))
+    return ", ".join(
+        f"{name} (stored {stored.get(name)!r}, now {current.get(name)!r})"
+        for name in names
+        if stored.get(name) != current.get(name)
+    )
+
+
+def read_result(path: str) -> dict[str, Any]:
+    """Read one cell result, with an error naming the file when it is damaged."""
+    try:
+        with open(path) as handle:
+            result = json.load(handle)
+        if not isinstance(result, dict) or "condition" not in result or "dataset" not in result:
+            raise ValueError("it has no 'dataset' and 'condition' fields")
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"The result file {path} cannot be read ({error}). Delete it to train that cell "
+            "again, or move it out of the results directory."
+        ) from error
+    return result
 
 
 def load_results(workdir: str) -> list[dict[str, Any]]:
@@ -127,12 +178,46 @@ def load_results(workdir: str) -> list[dict[str, Any]]:
     directory = os.path.join(workdir, RESULTS_DIR)
     if not os.path.isdir(directory):
         return []
-    results = []
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".json") and not name.startswith("."):
-            with open(os.path.join(directory, name)) as handle:
-                results.append(json.load(handle))
-    return results
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".json") and n[0] != ".")
+    return [read_result(os.path.join(directory, name)) for name in names]
+
+
+def _check_stored_settings(cells, workdir: str, settings: dict[str, Any]) -> None:
+    """Raise if a finished or started cell of this workdir was computed with other settings.
+
+    Without this check a re-run with, say, more epochs would skip a finished cell and keep
+    its old number, or resume a checkpoint under a different learning rate.
+    """
+    for name, condition in cells:
+        identifier = cell_id(name, condition.label)
+        result_path = os.path.join(workdir, RESULTS_DIR, identifier + ".json")
+        settings_path = os.path.join(workdir, CELLS_DIR, identifier, SETTINGS_FILE)
+        if os.path.exists(result_path):
+            stored, path = read_result(result_path).get("settings"), result_path
+        elif os.path.exists(settings_path):
+            with open(settings_path) as handle:
+                stored, path = json.load(handle), settings_path
+        else:
+            continue
+        if stored is not None and stored != settings:
+            raise ValueError(
+                f"Cell {identifier} in {workdir} was computed with other settings: "
+                f"{_settings_difference(stored, settings)}. Use a new --workdir, or delete "
+                f"{path} (and {os.path.dirname(settings_path)}) to recompute that cell."
+            )
+
+
+def _check_datasets_available(cells, config) -> None:
+    """Load (and so prepare and cache) every dataset of `cells` before any training."""
+    for name in dict.fromkeys(name for name, _ in cells):
+        data.load_dataset(
+            name,
+            data_dir=config.data_dir or None,
+            cache_dir=config.cache_dir or None,
+            seed=config.seed,
+            normalization=config.normalization,
+            resize_mode=config.resize_mode,
+        )
 
 
 def _run_cell(config, condition, dataset, cell_dir, on_epoch) -> dict[str, Any]:
@@ -169,24 +254,38 @@ def run_grid(
 ) -> list[dict[str, Any]]:
     """Run this process's shard of the grid; return every result in the store afterwards.
 
-    All labels, dataset names, the shard and the workdir are validated before any training,
-    so bad input fails at once and writes nothing.
+    Before any training: the config, labels, dataset names and shard are validated; finished
+    and started cells of the workdir must have been computed with the same settings; the
+    workdir must be writable; every dataset still needed is loaded once (prepared and cached
+    if needed), so a missing dataset fails at once instead of after hours of other cells.
+
+    Raises:
+      ValueError: invalid input, or a workdir whose cells used other settings.
+      FileNotFoundError: a dataset's source is missing (for example tfds data not prepared).
+      checkpoint.CheckpointError: a cell's checkpoint cannot be read.
     """
     cells = grid_cells(config)
     index, count = parse_shard(config.grid_shard)
+    mine = [cell for position, cell in enumerate(cells) if position % count == index]
+    settings = cell_settings(config)
+    _check_stored_settings(mine, workdir, settings)
     check_workdir(workdir)
-    datasets: dict[str, data.Dataset] = {}
 
-    for position, (name, condition) in enumerate(cells):
-        if position % count != index:
-            continue
+    def result_path(name, condition):
+        return os.path.join(workdir, RESULTS_DIR, cell_id(name, condition.label) + ".json")
+
+    pending = [(name, c) for name, c in mine if not os.path.exists(result_path(name, c))]
+    _check_datasets_available(pending, config)
+
+    dataset = None
+    for name, condition in mine:
         identifier = cell_id(name, condition.label)
-        path = os.path.join(workdir, RESULTS_DIR, identifier + ".json")
+        path = result_path(name, condition)
         if os.path.exists(path):
             logging.info("Skipping %s: its result exists (%s).", identifier, path)
             continue
-        if name not in datasets:
-            datasets[name] = data.load_dataset(
+        if dataset is None or dataset.name != name:
+            dataset = data.load_dataset(
                 name,
                 data_dir=config.data_dir or None,
                 cache_dir=config.cache_dir or None,
@@ -194,8 +293,9 @@ def run_grid(
                 normalization=config.normalization,
                 resize_mode=config.resize_mode,
             )
-        dataset = datasets[name]
         cell_dir = os.path.join(workdir, CELLS_DIR, identifier)
+        os.makedirs(cell_dir, exist_ok=True)
+        write_json_atomically(os.path.join(cell_dir, SETTINGS_FILE), settings)
         result = _run_cell(config, condition, dataset, cell_dir, on_epoch)
         result.update(
             dataset=name,
@@ -205,6 +305,7 @@ def run_grid(
             init=config.init,
             experiment=config.experiment,
             paper_table=config.paper_table,
+            settings=settings,
         )
         # Every process of a multi-host run trains the cell; one writes its result.
         if jax.process_index() == 0:

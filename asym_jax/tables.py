@@ -50,6 +50,15 @@ PAPER_TABLES = (
     "table5_manhattan_settings",
     "table6_batch_size",
 )
+# The paper table that each experiment (`config.paper_table`) reproduces, and its title.
+EXPERIMENT_TABLES = {
+    "A": ("table2_experiment_a", "Table 2 (Experiment A)"),
+    "B": ("table3_experiment_b", "Table 3 (Experiment B)"),
+    "C1": ("table4_experiment_c1", "Table 4 (Experiment C1)"),
+    "C2": ("table4_experiment_c2", "Table 4 (Experiment C2)"),
+    "manhattan": ("table5_manhattan_settings", "Table 5 (Batch Manhattan settings)"),
+    "batch": ("table6_batch_size", "Table 6 (batch sizes)"),
+}
 # Baseline of the +/- marks: SGD in every paper table except the batch-size table.
 PAPER_BASELINES = {"table6_batch_size": "SGD-100"}
 SELECTION_PROTOCOLS = {

@@ -9,7 +9,7 @@ resumes from its last checkpoint, so re-running the same command continues the w
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from asym_jax import checkpoint, grid
@@ -39,6 +39,11 @@ def _progress_callback():
     return on_epoch
 
 
+def _exit(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -47,11 +52,19 @@ def main(argv):
         jax.distributed.initialize()
     try:
         results = grid.run_grid(config, _WORKDIR.value, on_epoch=_progress_callback())
+    except FileNotFoundError as error:
+        _exit(f"error: {error} Set the data location with --config.data_dir=DIR.", 2)
     except (ValueError, checkpoint.CheckpointError) as error:
-        logging.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(f"error: {error}", 2)
+    except KeyboardInterrupt:
+        _exit("Interrupted. Finished epochs are checkpointed: re-run the command to resume.", 130)
     print(report.write_report(results, _WORKDIR.value, paper_table=config.paper_table))
+    expected = len(config.datasets) * len(config.conditions)
+    if len(results) < expected:
+        print(
+            f"{len(results)} of {expected} cells are finished; the table shows those "
+            "(other shards may still be running)."
+        )
 
 
 if __name__ == "__main__":

@@ -15,23 +15,14 @@ from absl import app, flags
 
 from asym_jax import grid, tables
 
-# The paper table each experiment config reproduces.
-PAPER_TABLE_FILES = {
-    "A": "table2_experiment_a",
-    "B": "table3_experiment_b",
-    "C1": "table4_experiment_c1",
-    "C2": "table4_experiment_c2",
-    "manhattan": "table5_manhattan_settings",
-    "batch": "table6_batch_size",
-}
 
-
-def _paper_file(paper_table: str) -> str:
-    if paper_table not in PAPER_TABLE_FILES:
+def _paper_table(paper_table: str) -> tuple[str, str]:
+    if paper_table not in tables.EXPERIMENT_TABLES:
         raise ValueError(
-            f"Unknown paper_table {paper_table!r}; valid choices: {', '.join(PAPER_TABLE_FILES)}."
+            f"Unknown paper_table {paper_table!r}; valid choices: "
+            f"{', '.join(tables.EXPERIMENT_TABLES)}."
         )
-    return PAPER_TABLE_FILES[paper_table]
+    return tables.EXPERIMENT_TABLES[paper_table]
 
 
 def _columns(results, paper: str) -> list[str]:
@@ -56,13 +47,13 @@ def write_report(results: list[dict], workdir: str, *, paper_table: str = "A") -
     """Write the table files and plots under `<workdir>/report/`; return the table as text."""
     if not results:
         return f"No finished cells in {os.path.join(workdir, grid.RESULTS_DIR)} yet."
-    paper = _paper_file(paper_table)
+    paper, paper_title = _paper_table(paper_table)
     directory = os.path.join(workdir, "report")
     table = tables.build_table(
         results,
         columns=_columns(results, paper),
         paper=paper,
-        title=f"Best test error (%) beside the paper's {paper.replace('_', ' ')} [in brackets]",
+        title=f"Best test error (%), with the paper's {paper_title} in brackets",
     )
     for extension in ("md", "csv", "txt"):
         tables.write_table(table, os.path.join(directory, f"table.{extension}"))

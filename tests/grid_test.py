@@ -103,6 +103,7 @@ def test_grid_shards_split_cells(tiny_config, tmp_path):
         ("lr_multipliers", (), "config.lr_multipliers"),
         ("lr_factors", (1.0,), "config.lr_factors"),
         ("validation_fraction", 1.5, "config.validation_fraction"),
+        ("paper_table", "a", "config.paper_table"),
     ],
 )
 def test_bad_config_fails_before_writing(tiny_config, tmp_path, field, value, message):
@@ -118,6 +119,40 @@ def test_unwritable_workdir_is_reported(tiny_config, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(ValueError, match="not writable"):
         grid.run_grid(tiny_config, str(blocker / "work"))
+
+
+def test_empty_workdir_is_rejected(tiny_config):
+    with pytest.raises(ValueError, match="--workdir"):
+        grid.run_grid(tiny_config, "")
+
+
+def test_changed_settings_are_not_mixed_with_stored_cells(tiny_config, tmp_path):
+    workdir = str(tmp_path / "work")
+    tiny_config.conditions = ("SGD",)
+    grid.run_grid(tiny_config, workdir)
+    tiny_config.epochs = 2
+    with pytest.raises(ValueError, match=r"epochs \(stored 1, now 2\)"):
+        grid.run_grid(tiny_config, workdir)
+
+
+def test_damaged_result_file_is_named(tiny_config, tmp_path):
+    workdir = tmp_path / "work"
+    (workdir / grid.RESULTS_DIR).mkdir(parents=True)
+    damaged = workdir / grid.RESULTS_DIR / "mnist5k__SGD.json"
+    damaged.write_text('{"dataset": "mnist5k", "condi')
+    with pytest.raises(ValueError, match="mnist5k__SGD.json cannot be read"):
+        grid.run_grid(tiny_config, str(workdir))
+
+
+def test_missing_dataset_fails_before_training(tiny_config, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("training started before every dataset was found")
+
+    monkeypatch.setattr(sweep, "run_sweep", fail)
+    tiny_config.datasets = ("mnist5k", "cifar10")
+    tiny_config.data_dir = str(tmp_path / "no_tfds_data")
+    with pytest.raises(FileNotFoundError, match="cifar10"):
+        grid.run_grid(tiny_config, str(tmp_path / "work"))
 
 
 def test_selection_rejects_unknown_protocol():
