@@ -64,10 +64,12 @@ def validate_config(config) -> None:
     _check_choice("resize_mode", config.resize_mode, data.RESIZE_MODES)
     _check_choice("feedback_sign_of_zero", config.feedback_sign_of_zero, (1.0, -1.0, 0.0))
     _check_choice("sign_of_zero", config.sign_of_zero, (1.0, -1.0, 0.0))
+
     for field in ("epochs", "batch_size", "num_seeds", "eval_batch_size"):
         value = config[field]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"Invalid config.{field}={value!r}: it must be an integer >= 1.")
+
     if not config.lr_multipliers or any(m < 0 for m in config.lr_multipliers):
         raise ValueError(
             f"Invalid config.lr_multipliers={config.lr_multipliers!r}: give one or more "
@@ -78,6 +80,7 @@ def validate_config(config) -> None:
             f"config.lr_factors={config.lr_factors!r} needs one factor more than "
             f"config.lr_boundaries={config.lr_boundaries!r} has epochs."
         )
+
     _check_range("base_learning_rate", config.base_learning_rate, 0, float("inf"), text=">= 0")
     _check_range(
         "validation_fraction", config.validation_fraction, 1e-9, 1 - 1e-9, text="in (0, 1)"
@@ -129,7 +132,7 @@ def write_json_atomically(path: str, payload: Any) -> None:
     os.replace(handle.name, path)
 
 
-# Config fields that say which cells to run and where, not what a cell computes.
+# Config fields that choose which cells run and where, not what a cell computes.
 _BOOKKEEPING_FIELDS = (
     "experiment",
     "paper_table",
