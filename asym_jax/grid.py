@@ -210,17 +210,21 @@ def _check_stored_settings(cells, workdir: str, settings: dict[str, Any]) -> Non
             )
 
 
+def _load_dataset(name: str, config) -> data.Dataset:
+    return data.load_dataset(
+        name,
+        data_dir=config.data_dir or None,
+        cache_dir=config.cache_dir or None,
+        seed=config.seed,
+        normalization=config.normalization,
+        resize_mode=config.resize_mode,
+    )
+
+
 def _check_datasets_available(cells, config) -> None:
     """Load (and so prepare and cache) every dataset of `cells` before any training."""
     for name in dict.fromkeys(name for name, _ in cells):
-        data.load_dataset(
-            name,
-            data_dir=config.data_dir or None,
-            cache_dir=config.cache_dir or None,
-            seed=config.seed,
-            normalization=config.normalization,
-            resize_mode=config.resize_mode,
-        )
+        _load_dataset(name, config)
 
 
 def _run_cell(config, condition, dataset, cell_dir, on_epoch) -> dict[str, Any]:
@@ -288,14 +292,7 @@ def run_grid(
             logging.info("Skipping %s: its result exists (%s).", identifier, path)
             continue
         if dataset is None or dataset.name != name:
-            dataset = data.load_dataset(
-                name,
-                data_dir=config.data_dir or None,
-                cache_dir=config.cache_dir or None,
-                seed=config.seed,
-                normalization=config.normalization,
-                resize_mode=config.resize_mode,
-            )
+            dataset = _load_dataset(name, config)
         cell_dir = os.path.join(workdir, CELLS_DIR, identifier)
         os.makedirs(cell_dir, exist_ok=True)
         write_json_atomically(os.path.join(cell_dir, SETTINGS_FILE), settings)
