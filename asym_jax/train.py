@@ -36,8 +36,9 @@ class TrainState(struct.PyTreeNode):
 def summed_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Return softmax cross-entropy summed (not averaged) over the batch.
 
-    The paper's trainer sums the loss over the mini-batch, which is why its base learning rate
-    (5e-4) looks small; the Batch Manhattan rules only see the gradient's sign and do not care.
+    MatConvNet's softmax loss, the likely trainer of Liao, Leibo & Poggio (AAAI 2016), sums over
+    the mini-batch, which explains their small base learning rate (5e-4). The Batch Manhattan
+    rules use only the gradient's sign, so the choice does not affect them.
     """
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
 
