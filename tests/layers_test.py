@@ -418,7 +418,7 @@ def _num_batched_matmuls(jaxpr):
     )
 
 
-def _vmapped_conv_vjp_jaxpr(impl, batched_input):
+def _vmapped_conv_vjp_jaxpr(impl, batched_input, strides=2, padding=((0, 1), (0, 1))):
     """Return the jaxpr of the VJP of one conv vmapped over runs (kernel, bias and key)."""
     rule = _rule("brsf")
     x = _random(0, (NUM_RUNS, 2, 7, 6, 3) if batched_input else (2, 7, 6, 3))
@@ -429,7 +429,7 @@ def _vmapped_conv_vjp_jaxpr(impl, batched_input):
     def vjp(x, kernel, bias, key):
         def conv(x, kernel, bias):
             return layers.asym_conv(
-                rule, x, kernel, bias, None, key, strides=2, padding=((0, 1), (0, 1)), impl=impl
+                rule, x, kernel, bias, None, key, strides=strides, padding=padding, impl=impl
             )
 
         y, vjp_fn = jax.vjp(conv, x, kernel, bias)
@@ -454,13 +454,19 @@ def test_vmapped_patches_has_no_run_grouped_conv(batched_input):
 
 
 @pytest.mark.parametrize("batched_input", [True, False], ids=["batched_x", "shared_x"])
-def test_vmapped_xla_per_run_runs_one_conv_per_run(batched_input):
-    counts = _conv_group_counts(_vmapped_conv_vjp_jaxpr("xla_per_run", batched_input))
+@pytest.mark.parametrize("strides", [1, 2])
+def test_vmapped_xla_per_run_runs_one_conv_per_run(batched_input, strides):
+    jaxpr = _vmapped_conv_vjp_jaxpr("xla_per_run", batched_input, strides, "SAME")
+    counts = _conv_group_counts(jaxpr)
     assert all(c == (1, 1) for c in counts), counts
-    # Forward, dx and dW for each run; with a shared input, the forward pass and dW are
-    # one convolution over the runs' kernels side by side.
-    expected = 3 * NUM_RUNS if batched_input else NUM_RUNS + 2
-    assert len(counts) == expected, counts
+    # With stride 2 the transposed convolution for dx would do 4 times the work of dy V^T,
+    # so dx is that batched matrix product (and col2im) instead.
+    dx_convs = NUM_RUNS if strides == 1 else 0
+    # With a shared input, the forward pass and dW are one convolution each over the runs'
+    # kernels side by side.
+    other_convs = 2 * NUM_RUNS if batched_input else 2
+    assert len(counts) == dx_convs + other_convs, counts
+    assert (_num_batched_matmuls(jaxpr) >= 1) == (strides == 2)
 
 
 def test_dense_module_matches_flax_dense():
