@@ -498,7 +498,7 @@ class Network(nn.Module):
     rule: feedback.FeedbackRule
     bn_mode: str = "none"
     weight_init: str = "normal_0.01"
-    conv_impl: str = "patches"
+    conv_impl: str = "xla_per_run"
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     bn_eval_statistics: str = "running"
@@ -639,7 +639,7 @@ def create_model(
     rule: feedback.FeedbackRule | str,
     bn_mode: str = "none",
     init: str = "normal_0.01",
-    conv_impl: str = "patches",
+    conv_impl: str = "xla_per_run",
     bn_momentum: float = 0.9,
     bn_epsilon: float = 1e-5,
     bn_eval_statistics: str = "running",
@@ -665,7 +665,7 @@ def create_model(
         ``BN`` and ``BN+BM`` conditions). BN sits after every convolution and hidden dense
         layer, before the ReLU, never after the output layer.
       init: kernel initialisation, one of ``INITS`` (see ``kernel_initializer``).
-      conv_impl: ``"patches"`` or ``"xla"``, see ``layers.asym_conv``.
+      conv_impl: one of ``layers.CONV_IMPLS``, see ``layers.asym_conv``.
       bn_momentum: decay of the BN running averages.
       bn_epsilon: added to the BN variance.
       bn_eval_statistics: ``"running"`` (running averages) or ``"batch"`` (statistics of
