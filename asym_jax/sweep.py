@@ -353,6 +353,10 @@ def _training_split(config, dataset: "data.Dataset") -> tuple["data.Dataset", di
 
 
 def _evaluate_splits(evaluate, state, splits_dev, runs: int, placement: _Placement):
+    # Without the optimizer state and keys, cells that differ only in the update rule or in
+    # a feedback rule without state share one evaluation program, which a persistent
+    # compilation cache then compiles once.
+    state = state.replace(opt_state=None, rng=None)
     results = {}
     for name, split in splits_dev.items():
         if split is None:
