@@ -61,6 +61,7 @@ def validate_config(config) -> None:
     _check_choice("bn_eval_statistics", config.bn_eval_statistics, models.BN_EVAL_STATISTICS)
     _check_choice("conv_impl", config.conv_impl, layers.CONV_IMPLS)
     _check_choice("pool_impl", config.pool_impl, models.POOL_IMPLS)
+    _check_choice("run_loop", config.run_loop, sweep.RUN_LOOPS)
     _check_choice("resize_mode", config.resize_mode, data.RESIZE_MODES)
     _check_choice("feedback_sign_of_zero", config.feedback_sign_of_zero, (1.0, -1.0, 0.0))
     _check_choice("sign_of_zero", config.sign_of_zero, (1.0, -1.0, 0.0))
