@@ -292,7 +292,7 @@ def torch_call(label: str, dataset: data.Dataset, steps: int, channels_last: boo
     network = torch_reference.TorchNetwork(architecture, rule, condition.bn_mode)
     network.train()
     update = torch_reference.UpdateRule(network, condition.setting, learning_rate=5e-6)
-    images = torch.from_numpy(np.asarray(dataset.preprocess(dataset.train_images[: steps * BATCH])))
+    images = torch.from_numpy(np.array(dataset.preprocess(dataset.train_images[: steps * BATCH])))
     images = images.permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(dataset.train_labels[: steps * BATCH].astype(np.int64))
     if channels_last:

@@ -301,4 +301,4 @@ def train_step(
     loss = F.cross_entropy(network(images), labels, reduction="sum")
     loss.backward()
     update.step()
-    return float(loss)
+    return float(loss.detach())
