@@ -3,7 +3,7 @@
 Liao, Leibo & Poggio, "How Important is Weight Symmetry in Backpropagation?" (AAAI 2016)
 replace W by a feedback matrix V in the backward pass, so a layer with forward output
 ``y = x W`` sends ``dE/dx = dE/dy V^T`` to the layer below. Their rules, with
-``M ~ U[0, 1)`` elementwise magnitudes and ``S_p`` elementwise signs that are -1 with
+``M ~ U(0, 1)`` elementwise magnitudes and ``S_p`` elementwise signs that are -1 with
 probability p and +1 otherwise:
 
 ==========  ==========================  =====================================
@@ -30,6 +30,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 RULE_NAMES = ("symmetric", "usf", "nusf", "brsf", "frsf", "brsf_p", "frsf_p", "rndf")
 
@@ -65,14 +66,56 @@ def fan_in(kernel_shape: tuple[int, ...]) -> int:
     return math.prod(kernel_shape[:-1])
 
 
+# Magnitudes have 23 random bits, so that (k + 1/2) / 2**23 is exact in float32 and below 1.
+_UNIFORM_BITS = 23
+_GOLDEN = 0x9E3779B9  # 2**32 / golden ratio, odd: i * _GOLDEN visits every uint32 once.
+
+
+def _mix32(h: jax.Array) -> jax.Array:
+    """Apply MurmurHash3's 32-bit finaliser, a bijection of uint32 that mixes all bits."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def uniform_magnitudes(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Return draws from U(0, 1) on the grid ``(k + 1/2) / 2**23``, k = 0 .. 2**23 - 1.
+
+    Entry i is a counter-based hash of i and 64 bits drawn from ``key``:
+    ``mix(mix(i * golden + s0) ^ s1)`` with MurmurHash3's finaliser ``mix``, keeping the top 23
+    bits. It is a handful of integer operations per entry that XLA fuses with the product
+    by ``sign(W)``, about a tenth of the cost of ``jax.random.uniform`` on CPU, which matters
+    for brSF and brSF-p: they draw one magnitude per weight at every step. Being elementwise,
+    it gives every run of a ``jax.vmap`` the values it gets alone. The tests check the mean,
+    the variance, neighbour correlations and independence across keys.
+    """
+    s0, s1 = jax.random.bits(key, (2,), jnp.uint32)
+    counter = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    words = _mix32(_mix32(counter * jnp.uint32(_GOLDEN) + s0) ^ s1)
+    levels = (words >> (32 - _UNIFORM_BITS)).astype(jnp.float32)
+    return ((levels + 0.5) * 2.0**-_UNIFORM_BITS).astype(dtype)
+
+
 def _magnitudes_and_flips(rule: "FeedbackRule", key: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Draw ``M`` (times ``S_p`` for the ``*_p`` rules) with the shape and dtype of kernel."""
-    magnitude_key, flip_key = jax.random.split(key)
-    m = jax.random.uniform(magnitude_key, kernel.shape, kernel.dtype)
-    if rule.name in _FLIP_RULES:
-        flips = jax.random.bernoulli(flip_key, rule.flip_prob, kernel.shape)
-        m = jnp.where(flips, -m, m)
-    return m
+    """Draw ``M`` (times ``S_p`` for the ``*_p`` rules) with the shape and dtype of kernel.
+
+    ``M`` and ``S_p`` come from one uniform draw u: the sign is flipped where ``u < p``, and
+    the magnitude is u rescaled to (0, 1) within its part, ``u / p`` or ``(u - p) / (1 - p)``,
+    which is uniform and independent of the flip.
+    """
+    u = uniform_magnitudes(key, kernel.shape)
+    if rule.name not in _FLIP_RULES:
+        return u.astype(kernel.dtype)
+    p = rule.flip_prob
+    if p == 0.0:
+        return u.astype(kernel.dtype)
+    if p == 1.0:
+        return (-u).astype(kernel.dtype)
+    flipped = u < p
+    m = jnp.where(flipped, u * (-1 / p), (u - p) * (1 / (1 - p)))
+    return m.astype(kernel.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

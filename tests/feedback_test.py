@@ -268,3 +268,53 @@ def test_matrix_under_jit_and_vmap(name):
         state = None if states is None else states[i]
         key = None if step_keys is None else step_keys[i]
         np.testing.assert_array_equal(batched[i], rule.matrix(kernels[i], state, key))
+
+
+def test_uniform_magnitudes_on_their_grid_and_odd_sizes():
+    u = feedback.uniform_magnitudes(jax.random.key(0), (3, 7, 5))
+    assert u.shape == (3, 7, 5) and u.dtype == jnp.float32
+    levels = np.asarray(u, np.float64) * 2**23 - 0.5
+    np.testing.assert_array_equal(levels, np.round(levels))
+    assert levels.min() >= 0 and levels.max() <= 2**23 - 1
+    assert len(np.unique(np.asarray(u))) == u.size  # 105 draws from 2**23 levels.
+    # The largest level stays below 1 in float32.
+    assert float(np.float32((2**23 - 0.5) * 2.0**-23)) < 1.0
+
+
+def test_uniform_magnitudes_statistics():
+    n = 1_000_000
+    u = np.asarray(feedback.uniform_magnitudes(jax.random.key(0), (n,)), np.float64)
+    assert abs(u.mean() - 0.5) < NUM_STD * np.sqrt(1 / 12 / n)
+    # The variance 1/12 of U(0, 1); the sample variance has std sqrt(1/180 / n).
+    assert abs(u.var() - 1 / 12) < NUM_STD * np.sqrt(1 / 180 / n)
+    # Neighbours in memory (rows of a kernel) and across keys are uncorrelated: the sample
+    # correlation of independent pairs has std 1/sqrt(n).
+    other = np.asarray(feedback.uniform_magnitudes(jax.random.key(1), (n,)), np.float64)
+    for a, b in ((u[:-1], u[1:]), (u[:-2], u[2:]), (u, other)):
+        assert abs(np.corrcoef(a, b)[0, 1]) < NUM_STD / np.sqrt(n)
+    # Ten equal bins hold n/10 each, within binomial tolerances.
+    counts = np.bincount((u * 10).astype(int), minlength=10)
+    assert np.all(np.abs(counts - n / 10) < NUM_STD * np.sqrt(n * 0.1 * 0.9))
+
+
+def test_uniform_magnitudes_under_vmap_equal_single_draws():
+    keys = jax.random.split(jax.random.key(0), 6).reshape(2, 3)
+
+    def draw(key):
+        return feedback.uniform_magnitudes(key, (4, 5))
+
+    singles = np.stack([[draw(k) for k in row] for row in keys])
+    np.testing.assert_array_equal(jax.jit(jax.vmap(jax.vmap(draw)))(keys), singles)
+    np.testing.assert_array_equal(jax.lax.map(jax.vmap(draw), keys), singles)
+    # A shared key under vmap stays one draw.
+    shared = jax.vmap(lambda _: draw(keys[0, 0]))(jnp.arange(2))
+    np.testing.assert_array_equal(shared, np.stack([singles[0, 0]] * 2))
+
+
+@pytest.mark.parametrize("name", ["brsf_p", "frsf_p"])
+def test_flipped_and_kept_magnitudes_are_both_uniform(name):
+    kernel = jnp.ones(LARGE_SHAPE)
+    v = np.asarray(_feedback_matrix(_rule(name, 0.25), kernel))
+    for part in (np.abs(v[v < 0]), v[v > 0]):
+        assert abs(part.mean() - 0.5) < NUM_STD * np.sqrt(1 / 12 / part.size)
+        assert part.min() >= 0.0 and part.max() <= 1.0
