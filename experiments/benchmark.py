@@ -1,6 +1,6 @@
 r"""Measure training speed: feedback rules, sweeps, epoch programs, PyTorch and matmul peak.
 
-  python -m experiments.benchmark --output=benchmark.json
+  python -m experiments.benchmark --output=benchmark.json --markdown=benchmark.md
 
 For each architecture in --architectures (the paper's MNIST, CIFAR, SVHN and general 119x119
 networks), on synthetic data at batch 100, with warm-up and the median of --repeats timed
@@ -9,8 +9,9 @@ in the machine's load hits them alike):
 
 1. feedback: one run of each feedback rule (no BN, SGD) against the symmetric rule through
    the same layers (plain backpropagation) and against flax's own `nn.Conv`/`nn.Dense`.
-2. sweep: the 5-rate sweep as one vmapped program against 5 single runs one after another,
-   in image-steps per second, for SGD and uSF+BN+BM.
+2. sweep: the 5-rate sweep as one program, its runs batched (`vmap`) or looped (`map`, the
+   default on one CPU device), against 5 single runs one after another, in image-steps per
+   second, for SGD and uSF+BN+BM.
 3. epoch: the sweep's whole-epoch program (one jitted `lax.scan`) against a Python loop of
    jitted steps.
 4. torch: one uSF+BN+BM run (and one SGD run) against the same network, rule and update in
@@ -22,8 +23,13 @@ in the machine's load hits them alike):
    first layer); pooling, BN and the update are not counted.
 6. processes (with --processes_check): the MNIST sweep in one process on all cores against one
    process per core, each pinned to its core, all running at once.
+7. layers (not run by default: --items=layers): the forward and backward pass of each
+   convolution layer alone (uSF; dx except for the first layer, and dW), against PyTorch's
+   `conv2d` in channels_last.
 
-The tables go to stdout and, with --output, every measurement to a JSON file.
+The tables go to stdout; with --output every measurement goes to a JSON file, and with
+--markdown the summary table (the ratios against the issue's targets) to a Markdown file.
+--from_json=FILE prints the tables of an earlier --output file without measuring.
 """
 
 import json
@@ -43,7 +49,7 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from asym_jax import conditions, data, models, optimizers, sweep, train
+from asym_jax import conditions, data, layers, models, optimizers, sweep, train
 from experiments.configs import common
 
 ARCHITECTURES = ("mnist", "cifar", "svhn", "general")
@@ -75,6 +81,12 @@ _PROCESSES_CHECK = flags.DEFINE_bool(
     "processes_check", False, "Also time one process per core against one process (MNIST)."
 )
 _OUTPUT = flags.DEFINE_string("output", "", "Write every measurement to this JSON file.")
+_MARKDOWN = flags.DEFINE_string(
+    "markdown", "", "Write the summary table (ratios against the targets) to this Markdown file."
+)
+_FROM_JSON = flags.DEFINE_string(
+    "from_json", "", "Measure nothing: print the report of this --output file (and --markdown)."
+)
 _WORKER = flags.DEFINE_string("worker", "", "Internal: barrier directory of a pinned worker.")
 
 
@@ -107,6 +119,26 @@ def synthetic_dataset(architecture: str, count: int, seed: int = 0) -> data.Data
         scale=np.full((shape[-1],), 1 / 73.9, np.float32),
         seed=seed,
     )
+
+
+def conv_layer_inputs(architecture: models.Architecture):
+    """Return (layer, height, width, channels) of the input of every convolution layer."""
+    height, width, channels = architecture.input_shape
+    inputs = []
+    for layer in architecture.layers:
+        if isinstance(layer, models.Pool):
+            height, width = (
+                models._pool_output_size(size, layer.size, layer.stride, pad)
+                for size, pad in zip((height, width), layer.padding, strict=True)
+            )
+        elif isinstance(layer, models.Conv):
+            inputs.append((layer, height, width, channels))
+            height, width = (
+                (size + sum(pad) - layer.size) // layer.stride + 1
+                for size, pad in zip((height, width), layer.padding, strict=True)
+            )
+            channels = layer.features
+    return inputs
 
 
 def training_flops(architecture: models.Architecture) -> float:
@@ -310,6 +342,83 @@ def torch_call(label: str, dataset: data.Dataset, steps: int, channels_last: boo
     return call
 
 
+def jax_conv_call(layer, shape, first: bool, steps: int, conv_impl: str):
+    """Return `call()`: `steps` uSF forward and backward passes of one convolution layer.
+
+    The backward pass computes dW, and dx except for a first layer, as in training. Each
+    step moves the input and kernel by their gradients, so no step can be hoisted.
+    """
+    x = jax.random.normal(jax.random.key(0), (BATCH, *shape), jnp.float32)
+    kernel = 0.01 * jax.random.normal(
+        jax.random.key(1), (layer.size, layer.size, shape[-1], layer.features), jnp.float32
+    )
+    rule = conditions.rule(conditions.parse("uSF"))
+    impl = conv_impl or _config("").conv_impl
+
+    def loss(x, kernel):
+        y = layers.asym_conv(
+            rule,
+            x,
+            kernel,
+            None,
+            None,
+            None,
+            strides=layer.stride,
+            padding=layer.padding,
+            impl=impl,
+        )
+        return jnp.sum(y * y)
+
+    def body(carry, _):
+        x, kernel = carry
+        if first:
+            return (x, kernel - 1e-9 * jax.grad(loss, argnums=1)(x, kernel)), None
+        dx, dw = jax.grad(loss, argnums=(0, 1))(x, kernel)
+        return (x - 1e-9 * dx, kernel - 1e-9 * dw), None
+
+    run = jax.jit(
+        lambda x, kernel: jax.lax.scan(body, (x, kernel), None, length=steps)[0],
+        compiler_options=sweep.compiler_options(),
+    )
+    return lambda: jax.block_until_ready(run(x, kernel))
+
+
+def torch_conv_call(layer, shape, first: bool, steps: int):
+    """Return `call()`: the same passes with PyTorch's `conv2d`, channels_last."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width, channels = shape
+    x = torch.randn(BATCH, channels, height, width).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(not first)
+    kernel = 0.01 * torch.randn(layer.features, channels, layer.size, layer.size)
+    kernel = kernel.contiguous(memory_format=torch.channels_last).requires_grad_()
+    padding = [pad[0] for pad in layer.padding]
+
+    def call():
+        for _ in range(steps):
+            y = F.conv2d(x, kernel, None, layer.stride, padding)
+            (y * y).sum().backward()
+
+    return call
+
+
+def bench_layers(dataset, steps, repeats, conv_impl):
+    """Item 7: forward and backward of each convolution layer alone, against PyTorch."""
+    architecture = models.get_architecture(dataset.architecture, dataset.num_classes)
+    results = {}
+    for index, (layer, height, width, channels) in enumerate(conv_layer_inputs(architecture)):
+        shape, first = (height, width, channels), index == 0
+        calls = {"asym_jax": jax_conv_call(layer, shape, first, steps, conv_impl)}
+        if torch_available():
+            calls["torch_channels_last"] = torch_conv_call(layer, shape, first, steps)
+        seconds = time_variants(calls, repeats)
+        results[layer.name] = {name: s / steps for name, s in seconds.items()}
+        if "torch_channels_last" in seconds:
+            results[layer.name]["vs_torch"] = seconds["torch_channels_last"] / seconds["asym_jax"]
+    return results
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -414,6 +523,7 @@ def bench_architecture(name: str, items, repeats: int, steps: int, conv_impl: st
         "sweep": bench_sweep,
         "epoch": bench_epoch,
         "torch": bench_torch,
+        "layers": bench_layers,
     }
     for item in items:
         if item == "torch" and not torch_available():
@@ -559,6 +669,16 @@ def _print_report(report) -> None:
                 f"  5. {label}: {value['gflops']:.1f} GFLOP/s, "
                 f"{100 * value['fraction_of_peak']:.0f}% of peak"
             )
+        for layer, timing in result.get("layers", {}).items():
+            torch_ms = timing.get("torch_channels_last")
+            versus = (
+                f", torch channels_last {1000 * torch_ms:.2f} ms, speed ratio "
+                f"{timing['vs_torch']:.2f}"
+                if torch_ms
+                else ""
+            )
+            jax_ms = 1000 * timing["asym_jax"]
+            print(f"  7. {layer} forward + backward: asym_jax {jax_ms:.2f} ms{versus}")
     if "processes" in report:
         processes = report["processes"]
         one = processes["one_process_image_steps_per_s"]
@@ -569,11 +689,67 @@ def _print_report(report) -> None:
         )
 
 
+TARGETS = {
+    "asymmetric": "<= 1.05",
+    "sweep": ">= 1.5",
+    "epoch": "<= 1.05",
+    "torch": ">= 1.2",
+    "peak": ">= 50%",
+}
+
+
+def summary_markdown(report) -> str:
+    """Return one Markdown row per network with the five ratios, and a row of targets."""
+    header = (
+        "| network | MFLOP per image-step | 1. slowest rule / symmetric | 2. sweep / 5 single "
+        "runs: map, vmap | 3. epoch program / step loop | 4. single run / PyTorch "
+        "channels_last: SGD, uSF+BN+BM | 5. single SGD run, % of matmul peak |"
+    )
+    lines = [header, "|" + "---|" * 7]
+    for name, result in report["architectures"].items():
+        cells = [name, f"{result['training_mflop_per_image']:.1f}"]
+        if "feedback" in result:
+            ratios = {
+                label: ratio
+                for label, ratio in result["feedback"]["vs_symmetric"].items()
+                if label in FEEDBACK_CONDITIONS
+            }
+            slowest = max(ratios, key=ratios.get)
+            cells.append(f"{ratios[slowest]:.2f} ({slowest})")
+        else:
+            cells.append("-")
+        sweeps = result.get("sweep", {})
+        cells.append(
+            "; ".join(
+                f"{label}: {r['map_vs_sequential']:.2f}, {r['vmap_vs_sequential']:.2f}"
+                for label, r in sweeps.items()
+            )
+            or "-"
+        )
+        cells.append(f"{result['epoch']['ratio']:.2f}" if "epoch" in result else "-")
+        torch_results = {k: v for k, v in result.get("torch", {}).items() if isinstance(v, dict)}
+        cells.append(
+            ", ".join(f"{r['vs_channels_last']:.2f}" for r in torch_results.values()) or "-"
+        )
+        single = result["gflops"].get("SGD sequential")
+        cells.append(f"{100 * single['fraction_of_peak']:.0f}%" if single else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    targets = [TARGETS[key] for key in ("asymmetric", "sweep", "epoch", "torch", "peak")]
+    lines.append("| target | | " + " | ".join(targets) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _WORKER.value:
         _pinned_worker(_WORKER.value)
+        return
+    if _FROM_JSON.value:
+        with open(_FROM_JSON.value) as handle:
+            report = json.load(handle)
+        _print_report(report)
+        _write_markdown(report)
         return
     unknown = sorted(set(_ARCHITECTURES.value) - set(ARCHITECTURES))
     if unknown:
@@ -606,6 +782,15 @@ def main(argv):
     if _OUTPUT.value:
         with open(_OUTPUT.value, "w") as handle:
             json.dump(report, handle, indent=1)
+    _write_markdown(report)
+
+
+def _write_markdown(report) -> None:
+    table = summary_markdown(report)
+    print(f"\n{table}")
+    if _MARKDOWN.value:
+        with open(_MARKDOWN.value, "w") as handle:
+            handle.write(f"Measured {report['date']} on {report['machine']}.\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,18 @@ def test_epoch_and_step_loop_train_alike():
     assert all(s > 0 for s in seconds.values())
 
 
+def test_summary_table_from_a_measured_item():
+    result = benchmark.bench_architecture("mnist", ["epoch"], 1, 2, "", peak=100.0)
+    report = {"architectures": {"mnist": result}}
+    rows = benchmark.summary_markdown(report).splitlines()
+    assert len(rows) == 4  # Header, rule, one network, targets.
+    cells = [cell.strip() for cell in rows[2].strip("|").split("|")]
+    assert cells[0] == "mnist" and float(cells[1]) == pytest.approx(13.2, abs=0.05)
+    assert cells[2] == cells[3] == cells[5] == cells[6] == "-"  # Items not measured.
+    assert float(cells[4]) == pytest.approx(result["epoch"]["ratio"], abs=0.005)
+    assert rows[3].startswith("| target |")
+
+
 torch = pytest.importorskip("torch")
 from experiments import torch_reference  # noqa: E402
 
