@@ -86,8 +86,8 @@ def uniform_magnitudes(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32
     Entry i is a counter-based hash of i and 64 bits drawn from ``key``:
     ``mix(mix(i * golden + s0) ^ s1)`` with MurmurHash3's finaliser ``mix``, keeping the top 23
     bits. It is a handful of integer operations per entry that XLA fuses with the product
-    by ``sign(W)``, about a tenth of the cost of ``jax.random.uniform`` on CPU, which matters
-    for brSF and brSF-p: they draw one magnitude per weight at every step. Being elementwise,
+    by ``sign(W)``, about a tenth of the cost of ``jax.random.uniform`` on CPU. That matters
+    for brSF and brSF-p, which draw one magnitude per weight at every step. Being elementwise,
     it gives every run of a ``jax.vmap`` the values it gets alone. The tests check the mean,
     the variance, neighbour correlations and independence across keys.
     """

@@ -121,8 +121,8 @@ def synthetic_dataset(architecture: str, count: int, seed: int = 0) -> data.Data
     )
 
 
-def conv_layer_inputs(architecture: models.Architecture):
-    """Return (layer, height, width, channels) of the input of every convolution layer."""
+def weight_layer_inputs(architecture: models.Architecture):
+    """Return (layer, height, width, channels) of the input of every weight layer."""
     height, width, channels = architecture.input_shape
     inputs = []
     for layer in architecture.layers:
@@ -131,39 +131,33 @@ def conv_layer_inputs(architecture: models.Architecture):
                 models._pool_output_size(size, layer.size, layer.stride, pad)
                 for size, pad in zip((height, width), layer.padding, strict=True)
             )
-        elif isinstance(layer, models.Conv):
-            inputs.append((layer, height, width, channels))
-            height, width = (
-                (size + sum(pad) - layer.size) // layer.stride + 1
-                for size, pad in zip((height, width), layer.padding, strict=True)
-            )
-            channels = layer.features
-    return inputs
-
-
-def training_flops(architecture: models.Architecture) -> float:
-    """Return the FLOPs of one training step per image (see the module docstring)."""
-    height, width, channels = architecture.input_shape
-    flops, first = 0.0, True
-    for layer in architecture.layers:
-        if isinstance(layer, models.Pool):
-            height, width = (
-                models._pool_output_size(size, layer.size, layer.stride, pad)
-                for size, pad in zip((height, width), layer.padding, strict=True)
-            )
             continue
+        inputs.append((layer, height, width, channels))
         if isinstance(layer, models.Conv):
             height, width = (
                 (size + sum(pad) - layer.size) // layer.stride + 1
                 for size, pad in zip((height, width), layer.padding, strict=True)
             )
-            macs = height * width * layer.size**2 * channels * layer.features
         else:
-            macs = height * width * channels * layer.features
             height = width = 1
         channels = layer.features
-        flops += 2 * macs * (2 if first else 3)
-        first = False
+    return inputs
+
+
+def training_flops(architecture: models.Architecture) -> float:
+    """Return the FLOPs of one training step per image (see the module docstring)."""
+    flops = 0.0
+    for index, (layer, height, width, channels) in enumerate(weight_layer_inputs(architecture)):
+        if isinstance(layer, models.Conv):
+            out_height, out_width = (
+                (size + sum(pad) - layer.size) // layer.stride + 1
+                for size, pad in zip((height, width), layer.padding, strict=True)
+            )
+            macs = out_height * out_width * layer.size**2 * channels * layer.features
+        else:
+            macs = height * width * channels * layer.features
+        # Forward, dW and dx; the first layer needs no dx.
+        flops += 2 * macs * (2 if index == 0 else 3)
     return flops
 
 
@@ -407,8 +401,11 @@ def bench_layers(dataset, steps, repeats, conv_impl):
     """Item 7: forward and backward of each convolution layer alone, against PyTorch."""
     architecture = models.get_architecture(dataset.architecture, dataset.num_classes)
     results = {}
-    for index, (layer, height, width, channels) in enumerate(conv_layer_inputs(architecture)):
-        shape, first = (height, width, channels), index == 0
+    inputs = weight_layer_inputs(architecture)
+    for layer, height, width, channels in inputs:
+        if not isinstance(layer, models.Conv):
+            continue
+        shape, first = (height, width, channels), layer is inputs[0][0]
         calls = {"asym_jax": jax_conv_call(layer, shape, first, steps, conv_impl)}
         if torch_available():
             calls["torch_channels_last"] = torch_conv_call(layer, shape, first, steps)

@@ -272,10 +272,12 @@ def test_matrix_under_jit_and_vmap(name):
 
 def test_uniform_magnitudes_on_their_grid_and_odd_sizes():
     u = feedback.uniform_magnitudes(jax.random.key(0), (3, 7, 5))
-    assert u.shape == (3, 7, 5) and u.dtype == jnp.float32
+    assert u.shape == (3, 7, 5)
+    assert u.dtype == jnp.float32
     levels = np.asarray(u, np.float64) * 2**23 - 0.5
     np.testing.assert_array_equal(levels, np.round(levels))
-    assert levels.min() >= 0 and levels.max() <= 2**23 - 1
+    assert levels.min() >= 0
+    assert levels.max() <= 2**23 - 1
     assert len(np.unique(np.asarray(u))) == u.size  # 105 draws from 2**23 levels.
     # The largest level stays below 1 in float32.
     assert float(np.float32((2**23 - 0.5) * 2.0**-23)) < 1.0
@@ -317,4 +319,5 @@ def test_flipped_and_kept_magnitudes_are_both_uniform(name):
     v = np.asarray(_feedback_matrix(_rule(name, 0.25), kernel))
     for part in (np.abs(v[v < 0]), v[v > 0]):
         assert abs(part.mean() - 0.5) < NUM_STD * np.sqrt(1 / 12 / part.size)
-        assert part.min() >= 0.0 and part.max() <= 1.0
+        assert part.min() >= 0.0
+        assert part.max() <= 1.0
