@@ -145,6 +145,9 @@ _BOOKKEEPING_FIELDS = (
     "distributed",
 )
 SETTINGS_FILE = "settings.json"
+# Fields added after cells were first stored, with the value that earlier versions used: a
+# stored cell without the field reads as computed with that value.
+_ADDED_FIELDS = {"run_loop": "vmap"}
 
 
 def cell_settings(config) -> dict[str, Any]:
@@ -203,6 +206,8 @@ def _check_stored_settings(cells, workdir: str, settings: dict[str, Any]) -> Non
                 stored, path = json.load(handle), settings_path
         else:
             continue
+        if stored is not None:
+            stored = {**_ADDED_FIELDS, **stored}
         if stored is not None and stored != settings:
             raise ValueError(
                 f"Cell {identifier} in {workdir} was computed with other settings: "

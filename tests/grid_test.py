@@ -135,6 +135,21 @@ def test_changed_settings_are_not_mixed_with_stored_cells(tiny_config, tmp_path)
         grid.run_grid(tiny_config, workdir)
 
 
+def test_cells_stored_before_run_loop_read_as_vmap(tiny_config, tmp_path):
+    workdir = tmp_path / "work"
+    tiny_config.conditions = ("SGD",)
+    tiny_config.run_loop = "vmap"
+    grid.run_grid(tiny_config, str(workdir))
+    result_path = workdir / grid.RESULTS_DIR / "mnist5k__SGD.json"
+    result = json.loads(result_path.read_text())
+    del result["settings"]["run_loop"]  # As an earlier version stored it.
+    result_path.write_text(json.dumps(result))
+    grid.run_grid(tiny_config, str(workdir))  # Skips the cell: same settings.
+    tiny_config.run_loop = "map"
+    with pytest.raises(ValueError, match=r"run_loop \(stored 'vmap', now 'map'\)"):
+        grid.run_grid(tiny_config, str(workdir))
+
+
 def test_damaged_result_file_is_named(tiny_config, tmp_path):
     workdir = tmp_path / "work"
     (workdir / grid.RESULTS_DIR).mkdir(parents=True)
