@@ -736,6 +736,32 @@ def summary_markdown(report) -> str:
     return "\n".join(lines) + "\n"
 
 
+ITEMS = ("feedback", "sweep", "epoch", "torch", "layers")
+
+
+def check_flags() -> None:
+    """Raise `app.UsageError` for invalid flags before anything is measured."""
+    unknown = sorted(set(_ARCHITECTURES.value) - set(ARCHITECTURES))
+    if unknown:
+        raise app.UsageError(f"Unknown architectures {unknown}; valid: {', '.join(ARCHITECTURES)}.")
+    unknown = sorted(set(_ITEMS.value) - set(ITEMS))
+    if unknown:
+        raise app.UsageError(f"Unknown items {unknown}; valid: {', '.join(ITEMS)}.")
+    if _CONV_IMPL.value and _CONV_IMPL.value not in layers.CONV_IMPLS:
+        raise app.UsageError(
+            f"Invalid --conv_impl={_CONV_IMPL.value}; valid: {', '.join(layers.CONV_IMPLS)}, "
+            "or empty for the config's."
+        )
+    # A run takes up to half an hour: find an unwritable output file before it, not after.
+    for flag, path in (("output", _OUTPUT.value), ("markdown", _MARKDOWN.value)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else ""
+        if path and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            raise app.UsageError(
+                f"Cannot write --{flag}={path}: {folder} is not a writable folder. Create it "
+                "or pass another path."
+            )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -743,14 +769,18 @@ def main(argv):
         _pinned_worker(_WORKER.value)
         return
     if _FROM_JSON.value:
-        with open(_FROM_JSON.value) as handle:
-            report = json.load(handle)
+        try:
+            with open(_FROM_JSON.value) as handle:
+                report = json.load(handle)
+        except (OSError, json.JSONDecodeError) as error:
+            raise app.UsageError(
+                f"Cannot read --from_json={_FROM_JSON.value}: {error}. Pass a file that "
+                "--output wrote."
+            ) from error
         _print_report(report)
         _write_markdown(report)
         return
-    unknown = sorted(set(_ARCHITECTURES.value) - set(ARCHITECTURES))
-    if unknown:
-        raise app.UsageError(f"Unknown architectures {unknown}; valid: {', '.join(ARCHITECTURES)}.")
+    check_flags()
     items = _ITEMS.value
     conv_impl = _CONV_IMPL.value or common.base_config().conv_impl
     machine = (
@@ -772,14 +802,24 @@ def main(argv):
         report["architectures"][name] = bench_architecture(
             name, items, _REPEATS.value, steps, conv_impl, report["matmul_peak_gflops"]
         )
+        # Every finished network is kept even if the run is interrupted later.
+        _write_json(report)
     if _PROCESSES_CHECK.value:
         report["processes"] = bench_processes(_REPEATS.value, conv_impl)
     report["load_average_at_end"] = os.getloadavg()
     _print_report(report)
-    if _OUTPUT.value:
-        with open(_OUTPUT.value, "w") as handle:
-            json.dump(report, handle, indent=1)
+    _write_json(report)
     _write_markdown(report)
+
+
+def _write_json(report) -> None:
+    """Write the report to --output atomically (a temporary file, then a rename)."""
+    if not _OUTPUT.value:
+        return
+    temporary = f"{_OUTPUT.value}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(report, handle, indent=1)
+    os.replace(temporary, _OUTPUT.value)
 
 
 def _write_markdown(report) -> None:

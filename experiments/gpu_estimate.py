@@ -156,6 +156,7 @@ def estimate_hours(step_seconds: dict[tuple[str, int], float]) -> dict[str, floa
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    benchmark.check_flags()  # An unwritable --output fails now, not after the run.
     began = time.perf_counter()
     deadline = began + 60 * _BUDGET.value
     report = {

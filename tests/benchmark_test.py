@@ -1,5 +1,9 @@
 """Tests of the speed benchmark's pieces and of its PyTorch reference implementation."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +54,29 @@ def test_summary_table_from_a_measured_item():
     assert cells[2] == cells[3] == cells[5] == cells[6] == "-"  # Items not measured.
     assert float(cells[4]) == pytest.approx(result["epoch"]["ratio"], abs=0.005)
     assert rows[3].startswith("| target |")
+
+
+@pytest.mark.parametrize(
+    "argument,message",
+    [
+        ("--items=feedbak", "Unknown items ['feedbak']"),
+        ("--conv_impl=fast", "Invalid --conv_impl=fast"),
+        ("--output=/no/such/folder/b.json", "Cannot write --output"),
+        ("--from_json=/no/such/file.json", "Cannot read --from_json"),
+    ],
+)
+def test_invalid_flags_fail_before_measuring(argument, message):
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--architectures=mnist", argument],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert message in completed.stderr
+    assert "matmul peak" not in completed.stdout
 
 
 torch = pytest.importorskip("torch")
