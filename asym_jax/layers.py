@@ -157,6 +157,18 @@ def _conv_xla(x, kernel, geometry):
     )
 
 
+def _spatial_axes(geometry, out_hw):
+    """Zip, per spatial axis: input size, kernel size, output size, stride, (low, high) pad."""
+    return zip(
+        geometry.input_hw,
+        geometry.kernel_hw,
+        out_hw,
+        geometry.strides,
+        geometry.padding,
+        strict=True,
+    )
+
+
 def _conv_input_grad(dy, v, geometry):
     """Return dx: dy dilated by the stride and padded, correlated with V flipped in space.
 
@@ -164,14 +176,7 @@ def _conv_input_grad(dy, v, geometry):
     input and output channels swapped) so that XLA:CPU uses its library convolution.
     """
     padding = []
-    for size, k, out, stride, (lo, _) in zip(
-        geometry.input_hw,
-        geometry.kernel_hw,
-        dy.shape[1:3],
-        geometry.strides,
-        geometry.padding,
-        strict=True,
-    ):
+    for size, k, out, stride, (lo, _) in _spatial_axes(geometry, dy.shape[1:3]):
         before = k - 1 - lo
         padding.append((before, size - (out - 1) * stride - 1 + lo))
     flipped = jnp.flip(v, (0, 1)).swapaxes(2, 3)
@@ -192,14 +197,7 @@ def _conv_kernel_grad(x, dy, geometry):
     the examples as input channels, and dy, dilated by the stride s, as the kernel.
     """
     padding = []
-    for size, k, out, stride, (lo, _) in zip(
-        geometry.input_hw,
-        geometry.kernel_hw,
-        dy.shape[1:3],
-        geometry.strides,
-        geometry.padding,
-        strict=True,
-    ):
+    for size, k, out, stride, (lo, _) in _spatial_axes(geometry, dy.shape[1:3]):
         padding.append((lo, (out - 1) * stride + k - size - lo))
     dw = lax.conv_general_dilated(
         x.transpose(3, 1, 2, 0),
@@ -215,9 +213,9 @@ def _conv_kernel_grad(x, dy, geometry):
 def _padded_transpose_is_wasteful(geometry, out_hw) -> bool:
     """Whether dx as a convolution does at least 3 times the multiply-adds of dy times V.
 
-    The convolution computes every input cell from a whole kernel window of the padded (and,
-    for strides above 1, dilated) dy, so its work grows with the input area, while the matrix
-    product ``dy V^T`` (followed by col2im) grows with the output area.
+    The convolution computes every input cell from a whole kernel window of the padded dy
+    (dilated too for strides above 1), so its work grows with the input area. The work of the
+    matrix product ``dy V^T`` (followed by col2im) grows with the output area.
     """
     # NOTE: the factor 3 comes from two layers on one 2-core AMD EPYC (jax 0.10.2): at 3.06
     # (SVHN conv2) the product was 4 times faster, at 2.25 (MNIST conv2) 10% slower.

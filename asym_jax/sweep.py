@@ -128,7 +128,7 @@ def run_loop(choice: str = "auto") -> str:
 
     "auto" picks "map" on a single CPU device and "vmap" elsewhere. On 2 CPU cores the loop
     trained the MNIST sweep (5 runs, batch 100) 1.14 to 1.34 times faster than vmap,
-    probably because one run's activations stay in cache; accelerators and a run axis
+    probably because one run's activations stay in cache. Accelerators and a run axis
     sharded over several devices want the batched program.
 
     Raises:

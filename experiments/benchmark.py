@@ -28,7 +28,7 @@ in the machine's load hits them alike):
    `conv2d` in channels_last.
 
 The tables go to stdout; with --output every measurement goes to a JSON file, and with
---markdown the summary table (the ratios against the issue's targets) to a Markdown file.
+--markdown the summary table (the five ratios against their targets) to a Markdown file.
 --from_json=FILE prints the tables of an earlier --output file without measuring.
 """
 
@@ -93,14 +93,28 @@ _WORKER = flags.DEFINE_string("worker", "", "Internal: barrier directory of a pi
 # Inputs and counts.
 
 
-def synthetic_dataset(architecture: str, count: int, seed: int = 0) -> data.Dataset:
-    """Return `count` random uint8 training images (and 100 test images) for `architecture`."""
+def synthetic_dataset(
+    architecture: str, count: int, seed: int = 0, num_classes: int | None = None
+) -> data.Dataset:
+    """Return `count` random training examples (and 100 test examples) for `architecture`.
+
+    Images are uint8; TIMIT's features are standard normal float32. `num_classes` defaults to
+    `NUM_CLASSES[architecture]`.
+    """
     rng = np.random.default_rng(seed)
-    num_classes = NUM_CLASSES[architecture]
+    num_classes = num_classes or NUM_CLASSES[architecture]
     shape = data.ARCHITECTURE_INPUT_SHAPES[architecture]
+    if architecture == "timit":
+        offset, scale = np.zeros(shape, np.float32), np.ones(shape, np.float32)
+    else:
+        offset = np.full((shape[-1],), 127.5, np.float32)
+        scale = np.full((shape[-1],), 1 / 73.9, np.float32)
 
     def split(size):
-        images = rng.integers(0, 256, (size, *shape), dtype=np.uint8)
+        if architecture == "timit":
+            images = rng.normal(size=(size, *shape)).astype(np.float32)
+        else:
+            images = rng.integers(0, 256, (size, *shape), dtype=np.uint8)
         return images, rng.integers(0, num_classes, size).astype(np.int32)
 
     (train_images, train_labels), (test_images, test_labels) = split(count), split(100)
@@ -115,8 +129,8 @@ def synthetic_dataset(architecture: str, count: int, seed: int = 0) -> data.Data
         test_images=test_images,
         test_labels=test_labels,
         normalization="standardize",
-        offset=np.full((shape[-1],), 127.5, np.float32),
-        scale=np.full((shape[-1],), 1 / 73.9, np.float32),
+        offset=offset,
+        scale=scale,
         seed=seed,
     )
 
@@ -768,6 +782,7 @@ def main(argv):
     if _WORKER.value:
         _pinned_worker(_WORKER.value)
         return
+
     if _FROM_JSON.value:
         try:
             with open(_FROM_JSON.value) as handle:
@@ -780,6 +795,7 @@ def main(argv):
         _print_report(report)
         _write_markdown(report)
         return
+
     check_flags()
     items = _ITEMS.value
     conv_impl = _CONV_IMPL.value or common.base_config().conv_impl
@@ -797,6 +813,7 @@ def main(argv):
         "matmul_peak_gflops": matmul_peak(_REPEATS.value),
         "architectures": {},
     }
+
     for name in _ARCHITECTURES.value:
         steps = _STEPS.value or DEFAULT_STEPS[name]
         report["architectures"][name] = bench_architecture(
@@ -807,6 +824,7 @@ def main(argv):
     if _PROCESSES_CHECK.value:
         report["processes"] = bench_processes(_REPEATS.value, conv_impl)
     report["load_average_at_end"] = os.getloadavg()
+
     _print_report(report)
     _write_json(report)
     _write_markdown(report)

@@ -70,34 +70,6 @@ def train_examples(name: str) -> int:
     return classes * spec.train_per_class
 
 
-def _synthetic(architecture: str, count: int, num_classes: int) -> data.Dataset:
-    rng = np.random.default_rng(0)
-    shape = data.ARCHITECTURE_INPUT_SHAPES[architecture]
-    if architecture == "timit":
-        images = rng.normal(size=(count, *shape)).astype(np.float32)
-        offset, scale = np.zeros(shape, np.float32), np.ones(shape, np.float32)
-    else:
-        images = rng.integers(0, 256, (count, *shape), dtype=np.uint8)
-        offset = np.full((shape[-1],), 127.5, np.float32)
-        scale = np.full((shape[-1],), 1 / 73.9, np.float32)
-    labels = rng.integers(0, num_classes, count).astype(np.int32)
-    return data.Dataset(
-        name=f"synthetic_{architecture}",
-        label=architecture,
-        architecture=architecture,
-        num_classes=num_classes,
-        class_names=tuple(map(str, range(num_classes))),
-        train_images=images,
-        train_labels=labels,
-        test_images=images[:100],
-        test_labels=labels[:100],
-        normalization="standardize",
-        offset=offset,
-        scale=scale,
-        seed=0,
-    )
-
-
 def time_steps(architecture: str, examples: int, batch: int, steps: int | None = None):
     """Return (seconds per step, steps timed) of the 5-run uSF+BN+BM sweep at `batch`.
 
@@ -105,7 +77,7 @@ def time_steps(architecture: str, examples: int, batch: int, steps: int | None =
     """
     num_classes = 80 if architecture == "timit" else 10
     steps = steps or examples // batch
-    dataset = _synthetic(architecture, steps * batch, num_classes)
+    dataset = benchmark.synthetic_dataset(architecture, steps * batch, num_classes=num_classes)
     config = benchmark._config("")
     sample = jnp.asarray(dataset.preprocess(dataset.train_images[:1]))
     model, tx = sweep.build_model_and_optimizer(

@@ -87,9 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Not in the paper: average pools divide by the window's cells inside the input
     # (MatConvNet) unless this is True.
     config.avg_pool_count_padding = False
-    # Implementations with the same gradients: conv "xla_per_run" (fastest on CPU),
-    # "patches", "lax_patches" or "xla"; pooling "slices" or "reduce_window" (which differ only
-    # in how tied maxima share the gradient).
+    # Implementations with the same gradients. Conv: "xla_per_run" (fastest on CPU), "patches",
+    # "lax_patches" or "xla". Pooling: "slices" or "reduce_window", which differ only in how
+    # tied maxima share the gradient.
     config.conv_impl = "xla_per_run"
     config.pool_impl = "slices"
     # How a step trains the runs of a sweep: "vmap" (batched), "map" (one after another in
